@@ -1,0 +1,50 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+# Every target creates (or reuses) the local virtual environment first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_OUT ?= runs/demo
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-all bench bench-data bench-model bench-train bench-infer lock clean
+
+install: $(STAMP)
+
+# Reinstall when the dependency list or the lock file changes.
+$(STAMP): setup.cfg constraints.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q --upgrade "pip>=23.2" wheel
+	$(PY) -m pip install --disable-pip-version-check -q -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/sam-mix demo --out $(DEMO_OUT)
+
+test: install
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+test-all: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: bench-data bench-model bench-train bench-infer
+
+bench-data: install
+	$(PY) benchmarks/bench_data.py
+
+bench-model: install
+	$(PY) benchmarks/bench_model.py
+
+bench-train: install
+	$(PY) benchmarks/bench_train.py
+
+bench-infer: install
+	$(PY) benchmarks/bench_infer.py
+
+# Refresh constraints.txt from the current environment (after a deliberate upgrade).
+lock: install
+	$(PY) -m pip freeze --exclude-editable | grep -v '^sam.mix.monai' > constraints.txt
+
+clean:
+	rm -rf runs .pytest_cache

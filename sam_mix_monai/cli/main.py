@@ -1,0 +1,79 @@
+"""Entry point of the ``sam-mix`` command.
+
+Sub-command modules each expose ``add_parser(subparsers)``, which registers the
+command and sets ``func`` (a callable taking the parsed ``argparse.Namespace`` and
+returning an exit code). Errors in user input (:class:`InputError`) print as one
+line and exit with code 2; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Sequence
+
+from sam_mix_monai import __version__
+from sam_mix_monai.utils.errors import InputError
+
+# Sub-commands, in the order ``sam-mix --help`` lists them. A module that is not
+# there yet (a later stage of the project) is skipped.
+COMMANDS = (
+    "phantom",
+    "convert",
+    "train",
+    "evaluate",
+    "infer",
+    "export",
+    "demo",
+    "study",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the top-level parser with every available sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="sam-mix",
+        description="SAM-Mix liver segmentation in abdominal CT (MONAI).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"sam_mix_monai.cli.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"sam_mix_monai.cli.{name}":
+                continue
+            raise
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``sam-mix`` and return its exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except InputError as e:
+        if args.debug:
+            raise
+        print(f"sam-mix {args.command}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"sam-mix {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
