@@ -27,3 +27,7 @@ class InputError(Exception):
         self.path = None if path is None else os.fspath(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}" if self.path else problem)
+
+    def __reduce__(self) -> tuple:
+        # Keep (path, problem) when the error crosses a process boundary.
+        return (type(self), (self.path, self.problem))

@@ -1,0 +1,196 @@
+"""Reading CT volumes and liver labels, with the checks users need.
+
+* NIfTI (``.nii``/``.nii.gz``) is read with MONAI's :class:`~monai.transforms.LoadImage`
+  (nibabel backend); the affine is RAS, as everywhere in MONAI.
+* A DICOM series folder is read with SimpleITK's ``ImageSeriesReader``. MONAI's own
+  ITK reader would need the large ``itk`` package, so the LPS->RAS affine conversion
+  (a sign flip of the first two world axes) is written out here instead.
+
+Every problem raises :class:`~sam_mix_monai.utils.errors.InputError` naming the file.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.transforms import LoadImage
+from nibabel.orientations import aff2axcodes, inv_ornt_aff, io_orientation
+
+from sam_mix_monai.utils.errors import InputError, PathLike
+
+logger = logging.getLogger(__name__)
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+#: The RAS<->LPS world-axis flip (DICOM/ITK world space is LPS).
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+_nifti_loader = LoadImage(reader="NibabelReader", image_only=True, ensure_channel_first=True, dtype=None)
+
+
+def is_nifti(path: PathLike) -> bool:
+    """Whether ``path`` names a NIfTI file by its suffix."""
+    return str(path).endswith(NIFTI_SUFFIXES)
+
+
+def is_dicom_dir(path: PathLike) -> bool:
+    """Whether ``path`` is a folder holding at least one DICOM series."""
+    import SimpleITK as sitk
+
+    p = Path(path)
+    return p.is_dir() and len(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(p))) > 0
+
+
+def _read_nifti(path: Path) -> MetaTensor:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = _nifti_loader(str(path))
+        # Force the (lazy, possibly memory-mapped) data to be read now so that a
+        # truncated file fails here, with the file named.
+        _ = img.reshape(-1)[-1].item()
+    except Exception as e:  # nibabel/gzip/zlib raise many different types
+        raise InputError(path, f"cannot read NIfTI: corrupt or truncated file ({type(e).__name__}: {e})") from None
+    return img
+
+
+def _read_dicom_series(path: Path) -> MetaTensor:
+    import SimpleITK as sitk
+
+    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path))
+    if not series:
+        raise InputError(path, "no DICOM series found in folder")
+    files = [sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), s) for s in series]
+    chosen = max(files, key=len)
+    if len(series) > 1:
+        logger.warning("%s: %d DICOM series found, using the largest (%d files)", path, len(series), len(chosen))
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(chosen)
+    try:
+        image = reader.Execute()
+    except RuntimeError as e:
+        raise InputError(path, f"cannot read DICOM series ({str(e).strip().splitlines()[-1]})") from None
+    arr = sitk.GetArrayFromImage(image)  # (z, y, x)
+    arr = np.ascontiguousarray(np.transpose(arr, (2, 1, 0)))  # (x, y, z), index order of ITK
+    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
+    lps = np.eye(4)
+    lps[:3, :3] = direction @ np.diag(image.GetSpacing())
+    lps[:3, 3] = image.GetOrigin()
+    affine = LPS_TO_RAS @ lps
+    meta = {"filename_or_obj": str(path), "space": "RAS", "original_affine": affine.copy()}
+    return MetaTensor(torch.from_numpy(arr)[None], affine=torch.as_tensor(affine), meta=meta)
+
+
+def read_volume(path: PathLike) -> MetaTensor:
+    """Read a CT image or label as a channel-first ``(1, X, Y, Z)`` MetaTensor with a RAS affine.
+
+    Args:
+        path: a NIfTI file or a folder with a DICOM series.
+
+    Raises:
+        InputError: missing/unreadable file, or not a 3D volume.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError(p, "file not found")
+    if p.is_dir():
+        vol = _read_dicom_series(p)
+    elif is_nifti(p):
+        vol = _read_nifti(p)
+    else:
+        raise InputError(p, "unsupported file type (expected .nii, .nii.gz or a DICOM series folder)")
+    # Accept trailing singleton dimensions (X, Y, Z, 1), reject real 2D or 4D data.
+    while vol.ndim > 4 and vol.shape[-1] == 1:
+        vol = vol[..., 0]
+    if vol.ndim != 4 or vol.shape[0] != 1:
+        shape = tuple(vol.shape[1:]) if vol.shape[0] == 1 else tuple(vol.shape)
+        raise InputError(p, f"expected a 3D volume, got an image of shape {shape}")
+    if min(vol.shape[1:]) < 2 and vol.shape[3] < 2:
+        raise InputError(p, f"expected a 3D volume, got a single slice of shape {tuple(vol.shape[1:])}")
+    return vol
+
+
+def check_ct_values(vol: MetaTensor, path: PathLike) -> None:
+    """Reject NaN/inf voxels and intensities that cannot be CT in HU.
+
+    Args:
+        vol: the image as read by :func:`read_volume`.
+        path: its file, for the error message.
+
+    Raises:
+        InputError: when the values are not finite or not in a CT range.
+    """
+    t = vol.as_tensor() if isinstance(vol, MetaTensor) else torch.as_tensor(vol)
+    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        raise InputError(path, "image contains NaN or infinite voxels")
+    lo, hi = float(t.min()), float(t.max())
+    # CT in HU: air is about -1000; scanners store -1024 or lower padding (down to -3024).
+    # Any abdominal CT holds fat (about -100 HU) or air; MR and unscaled data do not.
+    if lo < -4000 or hi > 40000 or lo > -200:
+        raise InputError(
+            path, f"intensity range [{lo:g}, {hi:g}] does not look like CT in Hounsfield units (air should be near -1000)"
+        )
+
+
+def check_label_values(vol: MetaTensor, path: PathLike, allowed: tuple[int, ...] = (0, 1, 2)) -> None:
+    """Reject labels with values outside ``allowed`` (LiTS: 0 background, 1 liver, 2 tumour).
+
+    Raises:
+        InputError: naming the offending values.
+    """
+    t = vol.as_tensor() if isinstance(vol, MetaTensor) else torch.as_tensor(vol)
+    if t.is_floating_point():
+        if not bool(torch.isfinite(t).all()):
+            raise InputError(path, "label contains NaN or infinite voxels")
+        if not bool((t == t.round()).all()):
+            raise InputError(path, "label has non-integer values")
+    lo, hi = int(t.min()), int(t.max())
+    if lo < min(allowed) or hi > max(allowed):
+        bad = torch.unique(t[(t < min(allowed)) | (t > max(allowed))])[:5].tolist()
+        raise InputError(path, f"label values {bad} outside the allowed set {sorted(allowed)}")
+
+
+def canonical_geometry(affine: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, tuple[int, ...]]:
+    """The affine and shape a volume has after reorientation to RAS (no data touched).
+
+    Args:
+        affine: a 4x4 voxel-to-RAS-world affine.
+        shape: the spatial shape ``(X, Y, Z)``.
+    """
+    ornt = io_orientation(affine)
+    new_affine = affine @ inv_ornt_aff(ornt, shape)
+    new_shape = tuple(int(shape[int(a)]) for a in ornt[:, 0].argsort())
+    return new_affine, new_shape
+
+
+def check_same_grid(image: MetaTensor, label: MetaTensor, image_path: PathLike, label_path: PathLike) -> None:
+    """Require the label to lie on the image's voxel grid, in physical space.
+
+    Header orientations may differ (e.g. DICOM LPS against a NIfTI mask in LAS):
+    both grids are compared after canonicalisation to RAS.
+
+    Raises:
+        InputError: naming the label file and the disagreement.
+    """
+    ia, ishape = canonical_geometry(np.asarray(image.affine, dtype=np.float64), tuple(image.shape[1:]))
+    la, lshape = canonical_geometry(np.asarray(label.affine, dtype=np.float64), tuple(label.shape[1:]))
+    if ishape != lshape:
+        raise InputError(label_path, f"label shape {lshape} does not match image shape {ishape} (in RAS order) of {image_path}")
+    tol = 1e-3 * float(np.abs(ia[:3, :3]).max()) + 1e-2  # mm
+    if not np.allclose(ia, la, atol=tol):
+        codes_i, codes_l = "".join(aff2axcodes(image.affine)), "".join(aff2axcodes(label.affine))
+        dmax = float(np.abs(ia - la).max())
+        raise InputError(
+            label_path,
+            f"label geometry does not match image {image_path} (orientations {codes_l} vs {codes_i}, "
+            f"affines differ by up to {dmax:.3g} mm after canonicalisation)",
+        )
+
+
+def voxel_spacing(affine: np.ndarray) -> np.ndarray:
+    """Voxel spacing (mm) along each array axis of a 4x4 affine."""
+    return np.sqrt((np.asarray(affine, dtype=np.float64)[:3, :3] ** 2).sum(0))

@@ -1,0 +1,94 @@
+"""Finding cases in the public dataset layouts and pairing images with labels by case id.
+
+* ``lits``: ``volume-<N>.nii[.gz]`` with ``segmentation-<N>.nii[.gz]`` anywhere below the
+  input folder (the LiTS download has "Training Batch 1/2" sub-folders); labels 0/1/2.
+  An image may also be a DICOM series folder named ``volume-<N>``.
+* ``totalseg``: ``<subject>/ct.nii.gz`` (or a DICOM folder ``<subject>/ct``) with
+  ``<subject>/segmentations/liver.nii.gz``; labels 0/1.
+
+Images and labels are paired by case id, never by listing order.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from sam_mix_monai.utils.errors import InputError, PathLike
+
+FORMATS = ("lits", "totalseg")
+_LITS_IMAGE = re.compile(r"^volume-(\d+)(\.nii|\.nii\.gz)?$")
+_LITS_LABEL = re.compile(r"^segmentation-(\d+)\.nii(\.gz)?$")
+
+
+@dataclass(frozen=True)
+class CaseFiles:
+    """One case: its id, its image (NIfTI file or DICOM folder) and its label file."""
+
+    case_id: str
+    image: Path
+    label: Path
+
+
+def _unique(found: dict[str, Path], key: str, path: Path) -> None:
+    if key in found:
+        raise InputError(path, f"case id {key} appears twice (also {found[key]})")
+    found[key] = path
+
+
+def find_lits_cases(root: Path) -> list[CaseFiles]:
+    """Pair ``volume-N`` with ``segmentation-N`` below ``root``, sorted by N."""
+    images: dict[str, Path] = {}
+    labels: dict[str, Path] = {}
+    for p in sorted(root.rglob("*")):
+        if (m := _LITS_IMAGE.match(p.name)) and (p.is_dir() or m.group(2)):
+            _unique(images, m.group(1), p)
+        elif (m := _LITS_LABEL.match(p.name)) and p.is_file():
+            _unique(labels, m.group(1), p)
+    for key, path in images.items():
+        if key not in labels:
+            raise InputError(path, f"no label segmentation-{key}.nii[.gz] found for this case")
+    for key, path in labels.items():
+        if key not in images:
+            raise InputError(path, f"no image volume-{key}.nii[.gz] found for this label")
+    return [CaseFiles(f"volume-{k}", images[k], labels[k]) for k in sorted(images, key=int)]
+
+
+def find_totalseg_cases(root: Path) -> list[CaseFiles]:
+    """Find ``<subject>/ct.nii.gz`` (or ``<subject>/ct`` DICOM) with its liver mask, sorted by subject."""
+    cases = []
+    subjects = sorted({p.parent for p in root.rglob("ct.nii.gz")} | {p.parent for p in root.rglob("ct") if p.is_dir()})
+    for subj in subjects:
+        image = subj / "ct.nii.gz" if (subj / "ct.nii.gz").exists() else subj / "ct"
+        label = subj / "segmentations" / "liver.nii.gz"
+        if not label.exists():
+            raise InputError(image, f"no label {label.relative_to(subj)} found for subject {subj.name}")
+        cases.append(CaseFiles(subj.name, image, label))
+    ids = [c.case_id for c in cases]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        raise InputError(root, f"subject names {dup} appear more than once")
+    return cases
+
+
+def find_cases(root: PathLike, fmt: str) -> list[CaseFiles]:
+    """Discover and pair the cases of a dataset folder.
+
+    Args:
+        root: the dataset folder.
+        fmt: ``"lits"`` or ``"totalseg"``.
+
+    Raises:
+        InputError: missing folder, empty folder, unpaired image or label.
+    """
+    root = Path(root)
+    if fmt not in FORMATS:
+        raise InputError(None, f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
+    if not root.is_dir():
+        raise InputError(root, "input folder not found")
+    cases = find_lits_cases(root) if fmt == "lits" else find_totalseg_cases(root)
+    if not cases:
+        hint = "volume-N.nii[.gz] + segmentation-N.nii[.gz]" if fmt == "lits" else "<subject>/ct.nii.gz + <subject>/segmentations/liver.nii.gz"
+        raise InputError(root, f"no {fmt} cases found (expected {hint})")
+    return cases
