@@ -1,0 +1,55 @@
+"""Shared fixtures: paths to the real CT sample and small synthetic NIfTI cases."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL_CT = Path(os.environ.get("SAM_MIX_REAL_CT", ROOT.parent / "shared" / "data" / "real" / "totalseg_example_dicom"))
+
+
+def make_case_arrays(shape=(48, 40, 24), seed=0):
+    """A small HU volume with a box-shaped 'liver' (1) holding a 'tumour' (2)."""
+    rng = np.random.default_rng(seed)
+    x, y, z = shape
+    img = rng.normal(40, 20, shape).astype(np.int16)
+    img[:4] = -1000  # air
+    lab = np.zeros(shape, np.uint8)
+    lab[x // 4 : 3 * x // 4, y // 3 : 2 * y // 3, z // 4 : 3 * z // 4] = 1
+    lab[x // 2 - 2 : x // 2 + 2, y // 2 - 2 : y // 2 + 2, z // 2 - 1 : z // 2 + 1] = 2
+    img[lab == 1] = 100
+    img[lab == 2] = 20
+    return img, lab
+
+
+def save_nifti(path: Path, arr: np.ndarray, affine: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(arr, affine), str(path))
+    return path
+
+
+def write_lits_cases(root: Path, n: int = 3, shape=(48, 40, 24), spacing=(0.8, 0.8, 2.5), ids=None) -> Path:
+    """LiTS-layout folder with ``n`` small cases (RAS headers)."""
+    aff = np.diag([*spacing, 1.0])
+    for k, i in enumerate(ids if ids is not None else range(n)):
+        img, lab = make_case_arrays(shape, seed=k)
+        save_nifti(root / f"volume-{i}.nii", img, aff)
+        save_nifti(root / f"segmentation-{i}.nii", lab, aff)
+    return root
+
+
+@pytest.fixture()
+def lits_dir(tmp_path: Path) -> Path:
+    return write_lits_cases(tmp_path / "lits")
+
+
+@pytest.fixture(scope="session")
+def real_ct() -> Path:
+    if not (REAL_CT / "dicom").is_dir():
+        pytest.skip(f"real CT sample not found at {REAL_CT}")
+    return REAL_CT

@@ -1,0 +1,89 @@
+import numpy as np
+import pytest
+import torch
+
+from sam_mix_monai.data import SliceDataset
+from sam_mix_monai.data.converter import convert
+from sam_mix_monai.data.legacy import legacy_to_unit, write_legacy_file
+from sam_mix_monai.transforms import SlicingConfig
+from sam_mix_monai.utils.errors import InputError
+from tests.conftest import write_lits_cases
+
+
+@pytest.fixture()
+def store(tmp_path):
+    root = write_lits_cases(tmp_path / "l", n=4, shape=(32, 32, 16))
+    out = tmp_path / "s.h5"
+    convert(root, out, "lits", SlicingConfig(keep_rate="all", image_size=32), {"train": 0.75, "test": 0.25}, progress=False)
+    return out
+
+
+def test_items_and_loader(store):
+    ds = SliceDataset(store, split="train")
+    assert len(ds) == 48
+    item = ds[0]
+    assert item["image"].shape == (1, 32, 32) and item["image"].dtype == torch.float32
+    assert item["mask"].shape == (1, 32, 32) and item["labelled"] is True
+    assert item["case_id"].startswith("volume-") and item["spacing"].shape == (3,)
+    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=5, num_workers=2)))
+    assert batch["image"].shape == (5, 1, 32, 32) and len(batch["case_id"]) == 5
+
+
+def test_n_labelled_selection_is_seeded_and_positive(store):
+    lab = SliceDataset(store, "train", n_labelled=7, subset="labelled", seed=1)
+    unl = SliceDataset(store, "train", n_labelled=7, subset="unlabelled", seed=1)
+    assert len(lab) == 7 and len(unl) == 48 - 7
+    assert all(lab[i]["label"] == 1 and lab[i]["mask"].sum() > 0 for i in range(7))
+    assert all(unl[i]["mask"].sum() == 0 and not unl[i]["labelled"] for i in range(len(unl)))
+    assert set(lab.rows) == set(SliceDataset(store, "train", n_labelled=7, subset="labelled", seed=1).rows)
+    assert set(lab.rows) != set(SliceDataset(store, "train", n_labelled=7, subset="labelled", seed=2).rows)
+    assert not set(lab.rows) & set(unl.rows)
+
+
+def test_withheld_image_labels(store):
+    ds = SliceDataset(store, "train", n_labelled=5, subset="unlabelled", withhold_label_fraction=1.0)
+    assert all(ds[i]["label"] == -1 for i in range(len(ds)))
+    ds = SliceDataset(store, "train", n_labelled=5, subset="unlabelled", withhold_label_fraction=0.0)
+    assert all(ds[i]["label"] in (0, 1) for i in range(len(ds)))
+
+
+def test_too_many_labelled_slices_is_a_clear_error(store):
+    with pytest.raises(InputError, match="only 24 liver-positive"):
+        SliceDataset(store, "train", n_labelled=1000)
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        SliceDataset(tmp_path / "none.h5")
+    (tmp_path / "x.h5").write_text("nope")
+    with pytest.raises(InputError, match="HDF5"):
+        SliceDataset(tmp_path / "x.h5")
+
+
+def test_original_sam_mix_layout_reads_back_windowed(tmp_path):
+    rng = np.random.default_rng(0)
+    hu = rng.uniform(-1000, 1000, (12, 16, 16)).astype(np.float32)
+    labels = np.zeros((12, 16, 16), np.int16)
+    labels[3:9, 4:10, 4:10] = 1
+    labels[5, 6:8, 6:8] = 2
+    path = tmp_path / "orig.h5"
+    write_legacy_file(str(path), hu, labels)
+    ds = SliceDataset(path, split="train")
+    assert len(ds) == 12
+    expected = np.clip((hu + 160) / 400, 0, 1)
+    for i in range(12):
+        item = ds[i]
+        assert item["slice_index"] == i  # Slice{i} order is numeric, not listing order (Slice10 < Slice2 in text)
+        assert float(item["image"].min()) >= 0 and float(item["image"].max()) <= 1
+        # float16 of the squeezed original range resolves about 2 HU: 0.01 of the window
+        assert np.abs(item["image"][0].numpy() - expected[i]).max() < 0.01
+        assert set(torch.unique(item["mask"]).tolist()) <= {0.0, 1.0}
+        assert torch.equal(item["mask"][0], torch.as_tensor(labels[i] > 0, dtype=torch.float32))
+        assert int(item["label"]) == int((labels[i] > 0).any())
+
+
+def test_legacy_normalisation_inverse():
+    hu = np.array([-160.0, 40.0, 240.0])
+    stored = (hu + 3055) / (5811 + 3055)
+    assert np.allclose(legacy_to_unit(stored), [0, 0.5, 1], atol=1e-6)
+    assert stored.min() > 0.32 and stored.max() < 0.38  # the squeeze the original script produces
