@@ -1,7 +1,10 @@
 """Reading CT volumes and liver labels, with the checks users need.
 
-* NIfTI (``.nii``/``.nii.gz``) is read with MONAI's :class:`~monai.transforms.LoadImage`
-  (nibabel backend); the affine is RAS, as everywhere in MONAI.
+* NIfTI (``.nii``/``.nii.gz``) is read with nibabel into a MetaTensor with its RAS
+  affine, as MONAI's ``NibabelReader`` does; but MONAI's ``LoadImage`` copies the
+  Fortran-ordered NIfTI array into C order, which took 3.2 s of a 512x512x500 volume
+  here. Keeping nibabel's (memory-mapped) array as it is lets the slicer read only the
+  axial slab it keeps.
 * A DICOM series folder is read with SimpleITK's ``ImageSeriesReader``. MONAI's own
   ITK reader would need the large ``itk`` package, so the LPS->RAS affine conversion
   (a sign flip of the first two world axes) is written out here instead.
@@ -15,10 +18,10 @@ import logging
 import warnings
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import torch
 from monai.data import MetaTensor
-from monai.transforms import LoadImage
 from nibabel.orientations import aff2axcodes, inv_ornt_aff, io_orientation
 
 from sam_mix_monai.utils.errors import InputError, PathLike
@@ -29,7 +32,6 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 #: The RAS<->LPS world-axis flip (DICOM/ITK world space is LPS).
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
-_nifti_loader = LoadImage(reader="NibabelReader", image_only=True, ensure_channel_first=True, dtype=None)
 
 
 def is_nifti(path: PathLike) -> bool:
@@ -49,13 +51,19 @@ def _read_nifti(path: Path) -> MetaTensor:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            img = _nifti_loader(str(path))
-        # Force the (lazy, possibly memory-mapped) data to be read now so that a
-        # truncated file fails here, with the file named.
-        _ = img.reshape(-1)[-1].item()
+            img = nib.load(str(path))
+            arr = np.asanyarray(img.dataobj)  # applies scl_slope/inter; memory-mapped for .nii
+            # Touch the last voxel now so that a truncated file fails here, with the file named.
+            _ = arr.reshape(-1, order="A")[-1] if arr.size else None
     except Exception as e:  # nibabel/gzip/zlib raise many different types
         raise InputError(path, f"cannot read NIfTI: corrupt or truncated file ({type(e).__name__}: {e})") from None
-    return img
+    if arr.dtype.byteorder not in ("=", "|") or arr.dtype == np.float16:
+        arr = arr.astype(arr.dtype.newbyteorder("=") if arr.dtype != np.float16 else np.float32)
+    if arr.dtype == np.uint16:  # torch has no uint16 arithmetic on CPU
+        arr = arr.astype(np.int32)
+    affine = np.asarray(img.affine, dtype=np.float64)
+    meta = {"filename_or_obj": str(path), "space": "RAS", "original_affine": affine.copy()}
+    return MetaTensor(torch.from_numpy(np.asarray(arr))[None], affine=torch.as_tensor(affine), meta=meta)
 
 
 def _read_dicom_series(path: Path) -> MetaTensor:
@@ -114,6 +122,18 @@ def read_volume(path: PathLike) -> MetaTensor:
     return vol
 
 
+def value_range(vol: MetaTensor | torch.Tensor | np.ndarray) -> tuple[float, float]:
+    """Minimum and maximum voxel value; NaN when any voxel is NaN.
+
+    NIfTI data is Fortran-ordered: numpy reduces it in memory order, where torch's
+    strided reduction took 2.4 s per pass on a 512x512x500 volume here.
+    """
+    t = vol.as_tensor() if isinstance(vol, MetaTensor) else vol
+    arr = t.numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
+    flat = arr.ravel(order="K") if (arr.flags.c_contiguous or arr.flags.f_contiguous) else arr
+    return float(np.min(flat)), float(np.max(flat))
+
+
 def check_ct_values(vol: MetaTensor, path: PathLike) -> None:
     """Reject NaN/inf voxels and intensities that cannot be CT in HU.
 
@@ -124,10 +144,9 @@ def check_ct_values(vol: MetaTensor, path: PathLike) -> None:
     Raises:
         InputError: when the values are not finite or not in a CT range.
     """
-    t = vol.as_tensor() if isinstance(vol, MetaTensor) else torch.as_tensor(vol)
-    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+    lo, hi = value_range(vol)
+    if not (np.isfinite(lo) and np.isfinite(hi)):
         raise InputError(path, "image contains NaN or infinite voxels")
-    lo, hi = float(t.min()), float(t.max())
     # CT in HU: air is about -1000; scanners store -1024 or lower padding (down to -3024).
     # Any abdominal CT holds fat (about -100 HU) or air; MR and unscaled data do not.
     if lo < -4000 or hi > 40000 or lo > -200:
@@ -142,15 +161,15 @@ def check_label_values(vol: MetaTensor, path: PathLike, allowed: tuple[int, ...]
     Raises:
         InputError: naming the offending values.
     """
+    lo, hi = value_range(vol)
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise InputError(path, "label contains NaN or infinite voxels")
     t = vol.as_tensor() if isinstance(vol, MetaTensor) else torch.as_tensor(vol)
-    if t.is_floating_point():
-        if not bool(torch.isfinite(t).all()):
-            raise InputError(path, "label contains NaN or infinite voxels")
-        if not bool((t == t.round()).all()):
-            raise InputError(path, "label has non-integer values")
-    lo, hi = int(t.min()), int(t.max())
+    if t.is_floating_point() and not bool((t == t.round()).all()):
+        raise InputError(path, "label has non-integer values")
     if lo < min(allowed) or hi > max(allowed):
         bad = torch.unique(t[(t < min(allowed)) | (t > max(allowed))])[:5].tolist()
+        bad = [int(b) if float(b).is_integer() else b for b in bad]
         raise InputError(path, f"label values {bad} outside the allowed set {sorted(allowed)}")
 
 

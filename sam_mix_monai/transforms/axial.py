@@ -1,4 +1,4 @@
-"""Axial slicing of a canonical (RAS) CT volume into a stack of 2D slices.
+"""Axial slicing of a CT volume, canonicalised to RAS, into a stack of 2D slices.
 
 Slices are returned in the radiological display convention, so that a stored slice
 looks like it does in any DICOM viewer:
@@ -23,8 +23,10 @@ from typing import Hashable, Mapping, Union
 
 import numpy as np
 import torch
+from nibabel.orientations import io_orientation
 from monai.config import KeysCollection, NdarrayOrTensor
-from monai.transforms import MapTransform, Transform
+from monai.data import MetaTensor
+from monai.transforms import MapTransform, Orientation, SpatialCrop, Transform
 from monai.utils import TransformBackends
 
 KeepRate = Union[float, str]
@@ -89,11 +91,26 @@ def display_to_ras(slices: NdarrayOrTensor) -> NdarrayOrTensor:
     return arr[..., ::-1, ::-1, :]
 
 
-class AxialSlice(Transform):
-    """Select central axial slices of a channel-first RAS volume and stack them.
+def axial_axis(volume: NdarrayOrTensor) -> tuple[int, bool]:
+    """The spatial array axis of a ``(1, X, Y, Z)`` volume that runs along canonical z, and
+    whether it runs inferior-wards (flipped). Plain arrays are taken as RAS already."""
+    if isinstance(volume, MetaTensor):
+        ornt = io_orientation(np.asarray(volume.affine, dtype=np.float64))
+        axis = int(np.flatnonzero(ornt[:, 0] == 2)[0])
+        return axis, bool(ornt[axis, 1] < 0)
+    return 2, False
 
-    Input ``(1, X, Y, Z)`` (RAS, e.g. after :class:`monai.transforms.Orientation`);
-    output ``(N, H, W)`` display-convention slices, where ``N`` follows ``keep_rate``.
+
+class AxialSlice(Transform):
+    """Select central axial slices of a channel-first volume, canonicalise them to RAS, and stack them.
+
+    Input ``(1, X, Y, Z)``, a MetaTensor in any header orientation (or a plain RAS
+    array); output ``(N, H, W)`` display-convention slices, where ``N`` follows
+    ``keep_rate`` counted along canonical (RAS) z.
+
+    The kept slab is cropped on the array axis that maps to canonical z *before*
+    MONAI's :class:`~monai.transforms.Orientation` reorients it to RAS. The result
+    equals orienting the whole volume first, but only the kept slices are copied.
 
     Args:
         keep_rate: fraction of central slices to keep, or ``"all"``.
@@ -103,19 +120,32 @@ class AxialSlice(Transform):
 
     def __init__(self, keep_rate: KeepRate = DEFAULT_KEEP_RATE) -> None:
         self.keep_rate = parse_keep_rate(keep_rate)
+        self._orient = Orientation(axcodes="RAS", labels=None)
 
     def indices(self, depth: int) -> range:
-        """Slice indices (along RAS z) this transform keeps for a volume of ``depth`` slices."""
+        """Canonical (RAS z) indices this transform keeps for a volume of ``depth`` slices."""
         return central_slice_range(depth, self.keep_rate)
+
+    def depth(self, volume: NdarrayOrTensor) -> int:
+        """Number of axial slices of ``volume`` (along canonical z)."""
+        return int(volume.shape[1 + axial_axis(volume)[0]])
 
     def __call__(self, volume: NdarrayOrTensor) -> NdarrayOrTensor:
         """Slice ``volume`` of shape ``(1, X, Y, Z)``."""
         if volume.ndim != 4 or volume.shape[0] != 1:
             raise ValueError(f"expected a channel-first volume (1, X, Y, Z), got shape {tuple(volume.shape)}")
-        idx = self.indices(volume.shape[-1])
-        sub = volume[0, :, :, idx.start : idx.stop]
+        axis, flipped = axial_axis(volume)
+        depth = volume.shape[1 + axis]
+        idx = self.indices(depth)
+        lo, hi = (depth - idx.stop, depth - idx.start) if flipped else (idx.start, idx.stop)
+        roi = [slice(None)] * 3
+        roi[axis] = slice(lo, hi)
+        if isinstance(volume, MetaTensor):
+            sub = self._orient(SpatialCrop(roi_slices=roi)(volume))  # crop keeps the affine right
+            return ras_to_display(sub.as_tensor()[0]).contiguous()
+        sub = volume[(0, *roi)]
         if isinstance(sub, torch.Tensor):
-            return ras_to_display(sub.as_tensor() if hasattr(sub, "as_tensor") else sub).contiguous()
+            return ras_to_display(sub).contiguous()
         return np.ascontiguousarray(ras_to_display(sub))
 
 
@@ -146,9 +176,10 @@ class AxialSliced(MapTransform):
         d = dict(data)
         depth = None
         for key in self.key_iterator(d):
-            if depth is not None and d[key].shape[-1] != depth:
-                raise ValueError(f"'{key}' has {d[key].shape[-1]} slices, expected {depth}")
-            depth = d[key].shape[-1]
+            n = self.slicer.depth(d[key])
+            if depth is not None and n != depth:
+                raise ValueError(f"'{key}' has {n} axial slices, expected {depth}")
+            depth = n
             d[key] = self.slicer(d[key])
         if depth is not None:
             d[self.index_key] = np.asarray(self.slicer.indices(depth), dtype=np.int64)

@@ -4,8 +4,9 @@
 ``{"image": (N,S,S) float32 in [0,1], "label": (N,S,S) uint8 {0,1},
 "slice_label": (N,) uint8, "slice_index": (N,) int64}``:
 
-1. :class:`monai.transforms.Orientationd` to RAS (canonical orientation);
-2. :class:`~.axial.AxialSliced` keeps the central ``keep_rate`` share of axial slices;
+1. :class:`~.axial.AxialSliced` keeps the central ``keep_rate`` share of axial slices
+   and reorients them to RAS with :class:`monai.transforms.Orientation` (the kept slab
+   is cropped first, so only it is copied; equal to orienting the volume first);
 3. :class:`~.binarize.BinarizeLabeld` merges tumour (2) into liver (1);
 4. :class:`~.window.HUWindowd` windows the CT to [0, 1];
 5. :class:`monai.transforms.Resized` to ``image_size`` (bilinear image, nearest mask);
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 from typing import Union
 
-from monai.transforms import CastToTyped, Compose, Orientationd, Resized
+from monai.transforms import CastToTyped, Compose, Resized
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sam_mix_monai.transforms.axial import DEFAULT_KEEP_RATE, AxialSliced, parse_keep_rate
@@ -64,13 +65,12 @@ def volume_to_slices_transform(cfg: SlicingConfig | None = None, with_label: boo
     keys = ["image", "label"] if with_label else ["image"]
     size = (cfg.image_size, cfg.image_size)
     xforms = [
-        Orientationd(keys=keys, axcodes="RAS", labels=None),
         AxialSliced(keys=keys, keep_rate=cfg.keep_rate),
         HUWindowd(keys="image", center=cfg.window_center, width=cfg.window_width),
         Resized(keys=keys, spatial_size=size, mode=("bilinear", "nearest")[: len(keys)]),
         CastToTyped(keys=keys, dtype=("float32", "uint8")[: len(keys)]),
     ]
     if with_label:
-        xforms.insert(2, BinarizeLabeld(keys="label"))
+        xforms.insert(1, BinarizeLabeld(keys="label"))
         xforms.append(SliceLabeld(keys="label", output_key="slice_label"))
     return Compose(xforms)
