@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from sam_mix_monai.data.converter import convert
+from sam_mix_monai.data.converter import convert, write_store_preview
 from sam_mix_monai.data.layouts import FORMATS
 from sam_mix_monai.data.splits import parse_split
 from sam_mix_monai.transforms import DEFAULT_KEEP_RATE, DEFAULT_WINDOW, SlicingConfig
@@ -32,6 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="train=0.7,val=0.1,test=0.2", help="case split fractions (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the case split (default %(default)s)")
     p.add_argument("--workers", type=int, default=None, help="parallel processes (default: CPUs, at most 4)")
+    p.add_argument("--preview", action="store_true", help="also write OUTPUT.preview.png: random liver slices with their masks")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
 
@@ -48,4 +49,7 @@ def run(args: argparse.Namespace) -> int:
                       args.workers, progress=not args.no_progress)
     print(summary.table())
     print(f"wrote {summary.output} in {summary.seconds:.1f} s")
+    if args.preview:
+        png = write_store_preview(summary.output, str(summary.output) + ".preview.png")
+        print(f"preview: {png}")
     return 0

@@ -160,3 +160,24 @@ def convert(
             bar.close()
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def write_store_preview(store: PathLike, path: PathLike, n: int = 8, seed: int = 0) -> Path:
+    """Save a PNG of ``n`` random liver-positive slices of a store with their mask contours.
+
+    Args:
+        store: a converted HDF5 file.
+        path: the PNG to write.
+        n: number of slices shown.
+        seed: which slices.
+    """
+    from sam_mix_monai.data.dataset import SliceTable
+    from sam_mix_monai.utils.preview import save_overlay_grid
+
+    table = SliceTable(store)
+    pos = np.flatnonzero(table.labels > 0)
+    rows = np.sort(np.random.default_rng(seed).choice(pos, size=min(n, len(pos)), replace=False)) if len(pos) else np.arange(min(n, len(table)))
+    images, masks = table.read_many(rows.tolist())
+    titles = [f"{table.case_ids[r]} z={table.slice_index[r]}" for r in rows]
+    return save_overlay_grid(images.numpy(), path, masks=masks.numpy(), titles=titles,
+                             suptitle=f"{Path(store).name}: liver mask (green)")

@@ -82,8 +82,10 @@ def test_a_flipped_mask_fails_the_hu_check(tmp_path, real_ct):
 
 def test_cli_prints_summary(tmp_path, lits_dir, capsys):
     code, cap = _run(capsys, "--format", "lits", "--input", lits_dir, "--output", tmp_path / "o.h5",
-                     "--keep-rate", "all", "--image-size", "32", "--window", "50", "350")
+                     "--keep-rate", "all", "--image-size", "32", "--window", "50", "350", "--preview")
     assert code == 0 and "total" in cap.out and (tmp_path / "o.h5").exists()
+    png = tmp_path / "o.h5.preview.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     with h5py.File(tmp_path / "o.h5") as f:
         assert f.attrs["window_center"] == 50 and f.attrs["window_width"] == 350
 
