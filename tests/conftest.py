@@ -53,3 +53,15 @@ def real_ct() -> Path:
     if not (REAL_CT / "dicom").is_dir():
         pytest.skip(f"real CT sample not found at {REAL_CT}")
     return REAL_CT
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """One intra-op thread per test: on the shared 2-core machine, two OpenMP threads
+    made small ops 10-50x slower while other processes held the cores."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

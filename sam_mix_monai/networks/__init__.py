@@ -1,1 +1,71 @@
-"""networks stage."""
+"""networks stage: the SAM-Mix network, its parts and baselines.
+
+* :mod:`.classifier` wide ResNet-38 liver classifier (GAP + linear head);
+* :mod:`.cam` closed-form GradCAM, threshold, largest component, box, liver gate;
+* :mod:`.sam_builder` SAM configurations built from ``segment_anything`` modules;
+* :mod:`.checkpoint` safe loading of official SAM / MedSAM checkpoints;
+* :mod:`.lora` LoRA on q/v of the encoder attention, encoder modes;
+* :mod:`.decoding` batched one-prompt-per-image decoding;
+* :mod:`.sam_mix` the SAM-Mix module; :mod:`.inference` its single-output export wrapper;
+* :mod:`.baselines` U-Net, SAM-PP and its point pickers;
+* :mod:`.registry` ``ModelConfig`` and ``build_model``.
+"""
+
+from sam_mix_monai.networks.baselines import SAMPP, UNetSeg, interior_point, random_point_in_mask
+from sam_mix_monai.networks.cam import (
+    cam_prompts,
+    central_box,
+    closed_form_gradcam,
+    gate_logits,
+    largest_component,
+    mask_to_box,
+    minmax_normalize,
+)
+from sam_mix_monai.networks.checkpoint import adapt_sam_state_dict, load_sam_checkpoint, read_state_dict
+from sam_mix_monai.networks.classifier import ResNet38, build_classifier, resnet38, resnet38_compact
+from sam_mix_monai.networks.decoding import decode_paired, sam_forward, select_best_mask
+from sam_mix_monai.networks.inference import GATED_LOGIT, SAMMixInference
+from sam_mix_monai.networks.lora import LoRAQKV, configure_encoder, inject_lora, resolve_encoder_mode
+from sam_mix_monai.networks.registry import MODEL_REGISTRY, ModelConfig, build_model, register_model
+from sam_mix_monai.networks.sam_builder import SAM_SPECS, SamSpec, auto_window_size, build_sam, preprocess_gray
+from sam_mix_monai.networks.sam_mix import SAMMix
+
+__all__ = [
+    "GATED_LOGIT",
+    "LoRAQKV",
+    "MODEL_REGISTRY",
+    "ModelConfig",
+    "ResNet38",
+    "SAMMix",
+    "SAMMixInference",
+    "SAMPP",
+    "SAM_SPECS",
+    "SamSpec",
+    "UNetSeg",
+    "adapt_sam_state_dict",
+    "auto_window_size",
+    "build_classifier",
+    "build_model",
+    "build_sam",
+    "cam_prompts",
+    "central_box",
+    "closed_form_gradcam",
+    "configure_encoder",
+    "decode_paired",
+    "gate_logits",
+    "inject_lora",
+    "interior_point",
+    "largest_component",
+    "load_sam_checkpoint",
+    "mask_to_box",
+    "minmax_normalize",
+    "preprocess_gray",
+    "random_point_in_mask",
+    "read_state_dict",
+    "register_model",
+    "resnet38",
+    "resnet38_compact",
+    "resolve_encoder_mode",
+    "sam_forward",
+    "select_best_mask",
+]

@@ -1,0 +1,107 @@
+"""Output shapes of every model and size, on mixed liver / no-liver batches."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sam_mix_monai.networks import SAMPP, ModelConfig, SAMMix, UNetSeg, build_model, interior_point
+from tests.networks import mixed_batch, one_thread  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SAM_MIX_KEYS = {
+    "mask_logits": (1,),
+    "all_mask_logits": (3,),
+    "cam": (1,),
+    "cam_mask": (1,),
+}
+
+
+def _check_sam_mix(out: dict[str, torch.Tensor], b: int, size: int, s: int) -> None:
+    for key, (c,) in SAM_MIX_KEYS.items():
+        assert out[key].shape == (b, c, size, size), key
+    assert out["class_logits"].shape == (b, 2)
+    assert out["iou_pred"].shape == (b, 3)
+    assert out["chosen_iou"].shape == (b,)
+    assert out["liver_prob"].shape == (b,) and out["liver_present"].dtype == torch.bool
+    assert out["boxes"].shape == (b, 4) and out["box_fallback"].shape == (b,)
+    assert out["low_res_logits"].shape == (b, 1, s // 4, s // 4)
+    assert bool((out["boxes"] >= 0).all() and (out["boxes"] <= s - 1).all())
+    assert float(out["cam"].min()) >= 0.0 and float(out["cam"].max()) <= 1.0
+    assert set(out["cam_mask"].unique().tolist()) <= {0.0, 1.0}
+    chosen = out["all_mask_logits"].gather(1, out["iou_pred"].argmax(1).view(-1, 1, 1, 1).expand(-1, 1, size, size))
+    torch.testing.assert_close(out["mask_logits"], chosen)
+    torch.testing.assert_close(out["chosen_iou"], out["iou_pred"].max(1).values)
+
+
+def test_compact_sam_mix_shapes() -> None:
+    net = build_model(ModelConfig(name="sam_mix", size="compact", image_size=64))
+    assert isinstance(net, SAMMix)
+    x, _ = mixed_batch(4, 64)
+    out = net(x)
+    _check_sam_mix(out, 4, 64, 64)
+    out["mask_logits"].mean().backward()
+
+
+def test_compact_sam_mix_resizes_other_input_sizes() -> None:
+    net = build_model(ModelConfig(name="sam_mix", size="compact", image_size=64)).eval()
+    x, _ = mixed_batch(2, 96)
+    with torch.no_grad():
+        out = net(x)
+    _check_sam_mix(out, 2, 96, 64)
+
+
+@pytest.mark.parametrize("prompts", ["box", "mask"])
+def test_prompt_ablations(prompts: str) -> None:
+    net = build_model(ModelConfig(name="sam_mix", size="compact", image_size=64, prompts=prompts)).eval()
+    assert (net.use_box, net.use_mask) == (prompts == "box", prompts == "mask")
+    x, _ = mixed_batch(3, 64)
+    with torch.no_grad():
+        out = net(x)
+        full = build_model(ModelConfig(name="sam_mix", size="compact", image_size=64))
+        full.load_state_dict(net.state_dict())
+        ref = full.eval()(x)
+    _check_sam_mix(out, 3, 64, 64)
+    assert not torch.allclose(out["mask_logits"], ref["mask_logits"])  # the prompt matters
+
+
+def test_compact_unet_and_sam_pp_shapes() -> None:
+    x, _ = mixed_batch(4, 64)
+    unet = build_model(ModelConfig(name="unet", size="compact", image_size=64))
+    assert isinstance(unet, UNetSeg)
+    assert unet(x)["mask_logits"].shape == (4, 1, 64, 64)
+    sam_pp = build_model(ModelConfig(name="sam_pp", size="compact", image_size=64))
+    assert isinstance(sam_pp, SAMPP)
+    point = interior_point((x > 0.5).float())
+    out = sam_pp(x, point)
+    assert out["mask_logits"].shape == (4, 1, 64, 64) and out["all_mask_logits"].shape == (4, 3, 64, 64)
+    assert out["iou_pred"].shape == (4, 3) and out["points"].shape == (4, 2)
+
+
+def test_vit_b_construction() -> None:
+    net = build_model(ModelConfig(name="sam_mix", size="vit_b", image_size=256))
+    enc = net.sam.image_encoder
+    assert len(enc.blocks) == 12 and enc.pos_embed.shape == (1, 16, 16, 768)
+    assert net.classifier.out_channels == 4096  # the real ResNet-38
+    n_sam = sum(p.numel() for p in net.sam.parameters())
+    assert 88e6 < n_sam < 95e6  # SAM ViT-B: ~93.7 M at 1024, smaller pos_embed / rel-pos tables at 256
+
+
+def test_vit_b_sam_pp_forward_256() -> None:
+    torch.manual_seed(0)
+    net = build_model(ModelConfig(name="sam_pp", size="vit_b", image_size=256)).eval()
+    x, _ = mixed_batch(2, 256)
+    with torch.no_grad():
+        out = net(x, torch.tensor([[90.0, 115.0], [128.0, 128.0]]))
+    assert out["mask_logits"].shape == (2, 1, 256, 256) and torch.isfinite(out["mask_logits"]).all()
+
+
+@pytest.mark.slow
+def test_vit_b_sam_mix_forward_256() -> None:
+    net = build_model(ModelConfig(name="sam_mix", size="vit_b", image_size=256)).eval()
+    x, _ = mixed_batch(2, 256)
+    with torch.no_grad():
+        out = net(x)
+    _check_sam_mix(out, 2, 256, 256)
+    assert torch.isfinite(out["mask_logits"]).all()
