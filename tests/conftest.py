@@ -65,3 +65,31 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def phantom_store(tmp_path_factory) -> Path:
+    """A small converted phantom cohort: 8 domain-a cases (128x128, 48 slices) as 96x96
+    slices, the paper's central 30% of slices, split by case into train (6) and test (2)."""
+    from sam_mix_monai.data.converter import convert
+    from sam_mix_monai.data.phantom import generate_cohort
+    from sam_mix_monai.transforms import SlicingConfig
+
+    root = tmp_path_factory.mktemp("phantom")
+    generate_cohort(root / "lits", cases=8, layout="lits", domain="a", seed=0, matrix=128, slices=48, workers=2, progress=False)
+    out = root / "phantom96.h5"
+    convert(root / "lits", out, "lits", SlicingConfig(keep_rate=0.3, image_size=96), {"train": 0.75, "test": 0.25},
+            seed=0, workers=2, progress=False)
+    return out
+
+
+def load_split(store: Path, split: str):
+    """All slices of one split as tensors ``(images, masks, labels)``."""
+    import torch
+
+    from sam_mix_monai.data import SliceDataset
+
+    ds = SliceDataset(store, split=split)
+    items = ds.__getitems__(list(range(len(ds))))
+    return (torch.stack([i["image"] for i in items]), torch.stack([i["mask"] for i in items]),
+            torch.stack([i["label"] for i in items]))

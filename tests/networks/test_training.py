@@ -1,9 +1,8 @@
-"""CPU training check: the compact SAM-Mix learns to segment a liver-like blob.
+"""CPU training check: the compact SAM-Mix learns to segment the liver of phantom CT slices.
 
-:func:`train_and_evaluate` is reusable with any slices. It is driven here by
-:func:`standin_slices`, a STAND-IN for the project's phantom generator
-(``sam_mix_monai.data.phantom.generate_cohort``): to be replaced by the phantom fixture of
-``tests/conftest.py`` once it exists.
+:func:`train_and_evaluate` is reusable with any slices. The acceptance check trains on the
+phantom cohort of ``tests/conftest.py`` (:func:`phantom_store`) and evaluates on its held-out
+test cases. :func:`standin_slices` (simple ellipses) remains as a quick sanity check.
 """
 
 from __future__ import annotations
@@ -139,6 +138,16 @@ def train_and_evaluate(
         "seconds": seconds,
         "gated_fraction": float((logits.flatten(1).amax(1) <= GATED_LOGIT).float().mean()),
     }
+
+
+def test_compact_sam_mix_learns_phantom_liver(phantom_store) -> None:
+    from tests.conftest import load_split
+
+    train, test = load_split(phantom_store, "train"), load_split(phantom_store, "test")
+    result = train_and_evaluate(*train, test=test, steps=300)
+    print(f"phantom training check: {result}")
+    assert result["dice"] >= 0.8, result
+    assert result["cls_acc"] >= 0.85, result
 
 
 @pytest.mark.slow
