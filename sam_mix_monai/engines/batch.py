@@ -1,0 +1,124 @@
+"""Batches and network calls shared by the trainer and the evaluator.
+
+* :func:`prepare_slices` is the engines' ``prepare_batch``: it moves a :class:`~sam_mix_monai.data.SliceDataset`
+  batch to the device and returns ``(image, {"mask", "label"})``;
+* :func:`run_network` calls any of the project's networks the same way: SAM-Mix and the U-Net take
+  the image, SAM-PP also takes a point from the ground truth (random at training time, the
+  interior-most pixel at test time, see :mod:`sam_mix_monai.networks.baselines`);
+* :func:`classify` gets class logits cheaply: through the SAM-Mix classifier alone when the
+  network has one (the unlabelled classification step needs no SAM forward);
+* :func:`predict_masks` turns an output into binary masks, emptying the slices the classifier
+  calls liver-free.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sam_mix_monai.networks.baselines import SAMPP, interior_point, random_point_in_mask
+
+__all__ = ["unwrap", "network_size", "prepare_slices", "run_network", "classify", "predict_masks", "resize_batch"]
+
+
+def unwrap(net: nn.Module) -> nn.Module:
+    """The module inside a ``DistributedDataParallel`` / ``DataParallel`` wrapper (or ``net``)."""
+    return getattr(net, "module", net)
+
+
+def network_size(net: nn.Module) -> int | None:
+    """Square input size the network works at (``None`` when it takes any size)."""
+    size = getattr(unwrap(net), "image_size", None)
+    return int(size) if size is not None else None
+
+
+def prepare_slices(
+    batchdata: Mapping[str, Any], device: torch.device | str | None = None, non_blocking: bool = False, **kwargs: Any
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``prepare_batch`` of the SAM-Mix engines.
+
+    Args:
+        batchdata: a collated :class:`~sam_mix_monai.data.SliceDataset` batch.
+        device: target device.
+        non_blocking: asynchronous host-to-device copies.
+        kwargs: further ``Tensor.to`` arguments.
+
+    Returns:
+        ``(image (B, 1, H, W), {"mask": (B, 1, H, W), "label": (B,)})``.
+    """
+    def to(x: torch.Tensor) -> torch.Tensor:
+        return x.to(device=device, non_blocking=non_blocking, **kwargs)
+
+    return to(batchdata["image"]), {"mask": to(batchdata["mask"]), "label": to(batchdata["label"])}
+
+
+def resize_batch(image: torch.Tensor, mask: torch.Tensor | None, size: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Resize a training batch to the network's input size (bilinear image, nearest mask)."""
+    if size is None or tuple(image.shape[-2:]) == (size, size):
+        return image, mask
+    image = F.interpolate(image, size=(size, size), mode="bilinear", align_corners=False)
+    if mask is not None:
+        mask = F.interpolate(mask, size=(size, size), mode="nearest")
+    return image, mask
+
+
+def run_network(
+    net: nn.Module,
+    image: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    training: bool = False,
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    """Forward any of the project's networks.
+
+    Args:
+        net: SAM-Mix, U-Net or SAM-PP (possibly wrapped in DDP).
+        image: (B, 1, H, W) slices.
+        mask: ground truth; SAM-PP takes its prompt point from it.
+        training: SAM-PP point rule (random foreground pixel when training, interior-most at test).
+        generator: random generator of the training point.
+
+    Returns:
+        The network's output dict (``mask_logits`` at least).
+    """
+    if isinstance(unwrap(net), SAMPP):
+        if mask is None:
+            raise ValueError("SAM-PP needs the ground-truth mask to place its prompt point")
+        point = random_point_in_mask(mask, generator) if training else interior_point(mask)
+        return net(image, point.to(image.device))
+    return net(image)
+
+
+def classify(net: nn.Module, image: torch.Tensor) -> torch.Tensor | None:
+    """Class logits (B, 2) of a batch, or ``None`` when the network has no classifier.
+
+    Calls the SAM-Mix classifier directly (no SAM forward); the input is resized to the network
+    size as in :meth:`SAMMix.forward`.
+    """
+    inner = unwrap(net)
+    classifier = getattr(inner, "classifier", None)
+    if classifier is None:
+        return None
+    size = network_size(inner)
+    x, _ = resize_batch(image, None, size)
+    return classifier(x)[0]
+
+
+def predict_masks(out: Mapping[str, torch.Tensor], cls_threshold: float = 0.5) -> torch.Tensor:
+    """Binary masks ``sigmoid(mask_logits) > 0.5``, emptied where the classifier says liver-free.
+
+    Args:
+        out: network output (``mask_logits``; ``class_logits`` when the network classifies).
+        cls_threshold: liver probability below which a slice is emptied.
+
+    Returns:
+        (B, 1, H, W) float {0, 1}.
+    """
+    pred = (out["mask_logits"] > 0).float()
+    if "class_logits" in out:
+        present = torch.softmax(out["class_logits"].float(), dim=1)[:, 1] >= cls_threshold
+        pred = pred * present.view(-1, 1, 1, 1).float()
+    return pred

@@ -1,0 +1,138 @@
+"""The SAM-Mix evaluator: MONAI's ``SupervisedEvaluator`` with the project's protocols.
+
+Prediction: ``sigmoid(mask_logits) > 0.5`` at the stored slice resolution, with the slices the
+classifier calls liver-free emptied (class logits, ``cls_threshold``). SAM-PP, prompted with an
+oracle point from the ground truth, gets no prompt (hence an empty prediction) on slices without liver.
+
+Example:
+    >>> ev = build_evaluator(net, loader, "cpu", protocols=("slice2d", "volume3d"))  # doctest: +SKIP
+    >>> ev.run(); ev.state.metrics["slice2d_dice"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterable, Sequence
+
+import torch
+from monai.engines import SupervisedEvaluator
+from monai.engines.utils import IterationEvents
+from monai.utils import CommonKeys as Keys
+from torch.utils.data import DataLoader
+
+from sam_mix_monai.engines.batch import predict_masks, prepare_slices, run_network, unwrap
+from sam_mix_monai.engines.protocols import PROTOCOLS, VolumeMetrics, classification_metrics, slice2d_metrics
+from sam_mix_monai.networks.baselines import SAMPP
+
+__all__ = ["SAMMixEvaluator", "build_evaluator"]
+
+_AUTOCAST = {"amp": torch.float16, "bf16": torch.bfloat16}
+
+
+class SAMMixEvaluator(SupervisedEvaluator):
+    """Evaluator whose output carries what the protocols need.
+
+    ``engine.state.output``: ``image``, ``label`` (ground-truth mask), ``pred`` (binary mask),
+    ``liver_prob`` (``None`` without classifier), ``class_label``, ``case_id``, ``slice_index``, ``spacing``.
+
+    Args:
+        device: evaluation device.
+        val_data_loader: :class:`~sam_mix_monai.data.SliceDataset` batches.
+        network: the network (possibly DDP-wrapped).
+        cls_threshold: liver probability below which a slice is emptied (``None``: the network's, else 0.5).
+        precision: ``fp32``, ``amp`` or ``bf16`` autocast.
+        kwargs: further :class:`monai.engines.SupervisedEvaluator` arguments (``key_val_metric``,
+            ``additional_metrics``, ``val_handlers``, ...).
+    """
+
+    def __init__(
+        self,
+        device: torch.device | str,
+        val_data_loader: Iterable | DataLoader,
+        network: torch.nn.Module,
+        cls_threshold: float | None = None,
+        precision: str = "fp32",
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("decollate", False)
+        super().__init__(device=device, val_data_loader=val_data_loader, network=network,
+                         prepare_batch=prepare_slices, amp=False, **kwargs)
+        thr = getattr(unwrap(network), "cls_threshold", 0.5) if cls_threshold is None else cls_threshold
+        self.cls_threshold = float(thr)
+        self.precision = precision
+
+    def _iteration(self, engine: SupervisedEvaluator, batchdata: dict[str, Any]) -> dict[str, Any]:  # type: ignore[override]
+        if batchdata is None:
+            raise ValueError("Must provide batch data for current iteration.")
+        image, target = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
+        mask = target["mask"]
+        engine.network.eval()
+        autocast = (torch.autocast(device_type=engine.state.device.type, dtype=_AUTOCAST[self.precision])
+                    if self.precision in _AUTOCAST else contextlib.nullcontext())
+        with torch.no_grad(), autocast:
+            out = run_network(engine.network, image, mask, training=False)
+        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+        pred = predict_masks(out, self.cls_threshold)
+        if isinstance(unwrap(engine.network), SAMPP):  # oracle point prompt: no liver, no prompt
+            pred = pred * (mask.flatten(1).amax(1) > 0).view(-1, 1, 1, 1).float()
+        liver_prob = torch.softmax(out["class_logits"].float(), 1)[:, 1] if "class_logits" in out else None
+        engine.state.output = {
+            Keys.IMAGE: image,
+            Keys.LABEL: mask,
+            Keys.PRED: pred,
+            "liver_prob": liver_prob,
+            "class_label": target["label"],
+            "case_id": list(batchdata["case_id"]),
+            "slice_index": batchdata["slice_index"],
+            "spacing": batchdata["spacing"],
+        }
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return engine.state.output
+
+
+def build_evaluator(
+    network: torch.nn.Module,
+    loader: Iterable | DataLoader,
+    device: torch.device | str,
+    protocols: Sequence[str] = ("slice2d",),
+    classification: bool | None = None,
+    val_handlers: Sequence | None = None,
+    precision: str = "fp32",
+    cls_threshold: float | None = None,
+) -> SAMMixEvaluator:
+    """An evaluator with the metrics of the chosen protocols.
+
+    The key metric (best-checkpoint selection, early stopping) is ``slice2d_dice`` when ``slice2d``
+    is evaluated; ``volume3d_*`` come from a handler and are in ``state.metrics`` after a run.
+
+    Args:
+        network: the network.
+        loader: evaluation batches (whole cases per rank for ``volume3d``).
+        device: device.
+        protocols: ``slice2d`` and/or ``volume3d``.
+        classification: add accuracy / F1 / AUC (default: when the network has a classifier).
+        val_handlers: further handlers (e.g. a best-checkpoint saver).
+        precision: autocast mode.
+        cls_threshold: liver-free gate threshold (``None``: the network's).
+
+    Returns:
+        The evaluator; run it with ``.run()``, read ``.state.metrics``.
+    """
+    unknown = set(protocols) - set(PROTOCOLS)
+    if unknown:
+        raise ValueError(f"unknown protocol(s) {sorted(unknown)}; choose from {PROTOCOLS}")
+    if classification is None:
+        classification = hasattr(unwrap(network), "classifier")
+    metrics: dict[str, Any] = {}
+    if "slice2d" in protocols:
+        metrics.update(slice2d_metrics())
+    if classification:
+        metrics.update(classification_metrics(0.5 if cls_threshold is None else cls_threshold))
+    handlers = list(val_handlers or [])
+    if "volume3d" in protocols:
+        handlers.insert(0, VolumeMetrics())
+    key = {k: metrics.pop(k) for k in list(metrics)[:1]} or None  # slice2d_dice when evaluated
+    return SAMMixEvaluator(
+        device=device, val_data_loader=loader, network=network, cls_threshold=cls_threshold, precision=precision,
+        key_val_metric=key, additional_metrics=metrics or None, val_handlers=handlers or None,
+    )

@@ -1,0 +1,178 @@
+"""Evaluation protocols: ``slice2d`` (the paper's) and ``volume3d`` (the clinical one).
+
+* ``slice2d``: Dice and symmetric Hausdorff distance (pixels) of every liver-positive slice,
+  averaged over those slices (MONAI ``MeanDice`` and a ``HausdorffDistance`` handler);
+* ``volume3d``: the slices of each case stacked back (by ``case_id``, ordered by ``slice_index``)
+  into a volume, then 3D Dice and 95th-percentile Hausdorff distance in mm with the stored pixel
+  spacing (MONAI ``DiceMetric``, ``HausdorffDistanceMetric(percentile=95)``), averaged over the
+  cases that contain liver;
+* classification: accuracy, F1 and ROC AUC of "liver present" over slices with a known label.
+
+A Hausdorff distance is undefined when the prediction is empty and the ground truth is not
+(MONAI returns ``inf``): it is counted as the image (or volume) diagonal, the largest distance
+possible, so that one missed slice cannot turn a mean into ``inf`` but still costs the most.
+Slices (or cases) without liver have no Dice or HD (``nan``, left out of the means).
+
+Under ``torch.distributed`` the MONAI and Ignite metrics gather across ranks; the volume handler
+needs whole cases on each rank (the loaders partition by case) and gathers per-case results.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections import defaultdict
+from typing import Any, Callable
+
+import ignite.distributed as idist
+import torch
+from ignite.engine import Engine, Events
+from ignite.metrics import Accuracy, Fbeta
+from monai.handlers import IgniteMetricHandler, MeanDice, ROCAUC, from_engine
+from monai.metrics import DiceMetric, HausdorffDistanceMetric
+from monai.utils import CommonKeys as Keys
+
+__all__ = [
+    "PROTOCOLS",
+    "BoundedHausdorffDistanceMetric",
+    "VolumeMetrics",
+    "classification_metrics",
+    "slice2d_metrics",
+]
+
+PROTOCOLS = ("slice2d", "volume3d")
+
+
+class BoundedHausdorffDistanceMetric(HausdorffDistanceMetric):
+    """MONAI's Hausdorff distance with a defined value for empty predictions.
+
+    ``nan`` where the ground truth is empty (left out of the mean); the diagonal of the image
+    (in spacing units) where only the prediction is empty. Binary one-channel masks.
+
+    Args:
+        percentile: ``None`` for the maximum (classic HD), e.g. 95 for HD95.
+        reduction: MONAI metric reduction.
+    """
+
+    def __init__(self, percentile: float | None = None, reduction: str = "mean") -> None:
+        super().__init__(include_background=True, percentile=percentile, reduction=reduction)
+
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor, **kwargs: Any) -> torch.Tensor:  # type: ignore[override]
+        spacing = kwargs.get("spacing")
+        dims = y_pred.shape[2:]
+        sp = [1.0] * len(dims) if spacing is None else [float(s) for s in torch.as_tensor(spacing).flatten()[: len(dims)]]
+        diagonal = math.sqrt(sum((n * s) ** 2 for n, s in zip(dims, sp)))
+        gt_empty = y.flatten(2).sum(-1) == 0
+        pred_empty = y_pred.flatten(2).sum(-1) == 0
+        hd = torch.full(gt_empty.shape, float("nan"), device=y_pred.device)
+        ok = ~gt_empty & ~pred_empty
+        if bool(ok.any()):
+            idx = ok.any(dim=1).nonzero().flatten()
+            kw = dict(kwargs)
+            if spacing is not None and torch.as_tensor(spacing).ndim > 1:
+                kw["spacing"] = [torch.as_tensor(spacing)[i].tolist() for i in idx.tolist()]
+            with warnings.catch_warnings():  # MONAI's own deprecation notice from inside its HD code
+                warnings.filterwarnings("ignore", category=FutureWarning, message=".*always_return_as_numpy.*")
+                hd[idx] = super()._compute_tensor(y_pred[idx], y[idx], **kw).to(hd.dtype)
+        hd[~gt_empty & pred_empty] = diagonal
+        return hd
+
+
+def _valid_labels(o: dict[str, Any]) -> torch.Tensor:
+    return o["class_label"] >= 0
+
+
+def classification_metrics(threshold: float = 0.5) -> dict[str, Any]:
+    """Accuracy, F1 (Ignite) and ROC AUC (MONAI) of "liver present" on slices with a known label.
+
+    Needs ``liver_prob`` (B,) and ``class_label`` (B,) in the evaluator output.
+    """
+
+    def decision(o: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        v = _valid_labels(o)
+        return (o["liver_prob"][v] >= threshold).long(), o["class_label"][v].long()
+
+    def score(o: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        v = _valid_labels(o)
+        return o["liver_prob"][v].float(), o["class_label"][v].long()
+
+    return {
+        "cls_accuracy": Accuracy(output_transform=decision),
+        "cls_f1": Fbeta(beta=1.0, output_transform=decision),
+        "cls_auc": ROCAUC(output_transform=score),
+    }
+
+
+def slice2d_metrics() -> dict[str, Any]:
+    """``slice2d_dice`` (MONAI ``MeanDice``) and ``slice2d_hd`` (pixels) over liver-positive slices."""
+    pred_label = from_engine([Keys.PRED, Keys.LABEL])
+    return {
+        "slice2d_dice": MeanDice(include_background=True, reduction="mean", output_transform=pred_label),
+        "slice2d_hd": IgniteMetricHandler(metric_fn=BoundedHausdorffDistanceMetric(), output_transform=pred_label),
+    }
+
+
+class VolumeMetrics:
+    """``volume3d`` handler: per-case 3D Dice and HD95 (mm) from the evaluator's slice predictions.
+
+    Writes ``volume3d_dice`` and ``volume3d_hd95`` (means over cases with liver) into
+    ``engine.state.metrics`` and the per-case values into ``engine.state.metric_details["volume3d"]``.
+
+    Args:
+        percentile: Hausdorff percentile (95).
+        output_transform: maps the evaluator output to ``(pred, label, case_id, slice_index, spacing)``.
+    """
+
+    def __init__(self, percentile: float = 95.0, output_transform: Callable | None = None) -> None:
+        self.percentile = percentile
+        self.output_transform = output_transform or from_engine([Keys.PRED, Keys.LABEL, "case_id", "slice_index", "spacing"])
+        self._slices: dict[str, list[tuple[int, torch.Tensor, torch.Tensor]]] = defaultdict(list)
+        self._spacing: dict[str, list[float]] = {}
+
+    def attach(self, engine: Engine) -> None:
+        """Collect at every iteration, compute at the end of each evaluation run."""
+        engine.add_event_handler(Events.EPOCH_STARTED, self.reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.update)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.completed)
+
+    def reset(self, engine: Engine | None = None) -> None:
+        """Forget collected slices."""
+        self._slices.clear()
+        self._spacing.clear()
+
+    def update(self, engine: Engine) -> None:
+        """Keep the batch's binary predictions and ground truth (CPU, uint8) per case."""
+        pred, label, case_ids, slice_index, spacing = self.output_transform(engine.state.output)
+        pred = pred.detach().to("cpu", torch.uint8)
+        label = label.detach().to("cpu", torch.uint8)
+        for i, case in enumerate(case_ids):
+            self._slices[case].append((int(slice_index[i]), pred[i, 0], label[i, 0]))
+            self._spacing.setdefault(case, [float(s) for s in torch.as_tensor(spacing[i]).tolist()])
+
+    def case_metrics(self) -> list[dict[str, Any]]:
+        """3D metrics of the cases collected on this rank."""
+        dice = DiceMetric(include_background=True, reduction="none")
+        hd = BoundedHausdorffDistanceMetric(percentile=self.percentile, reduction="none")
+        rows = []
+        for case, items in sorted(self._slices.items()):
+            items.sort(key=lambda t: t[0])
+            p = torch.stack([t[1] for t in items], dim=-1)[None, None].float()  # (1, 1, H, W, D)
+            y = torch.stack([t[2] for t in items], dim=-1)[None, None].float()
+            spacing = self._spacing[case]
+            d = float(dice(p, y)[0, 0]) if y.any() else float("nan")
+            h = float(hd(p, y, spacing=spacing)[0, 0])
+            rows.append({"case_id": case, "slices": len(items), "dice": d, "hd95_mm": h,
+                         "liver_voxels": int(y.sum()), "pred_voxels": int(p.sum())})
+        return rows
+
+    def completed(self, engine: Engine) -> None:
+        """Gather per-case results over ranks and write the means into ``engine.state.metrics``."""
+        rows = self.case_metrics()
+        if idist.get_world_size() > 1:
+            gathered = idist.all_gather(rows)
+            rows = list({r["case_id"]: r for part in gathered for r in (part if isinstance(part, list) else [part])}.values())
+            rows.sort(key=lambda r: r["case_id"])
+        scored = [r for r in rows if not math.isnan(r["dice"])]
+        engine.state.metrics["volume3d_dice"] = sum(r["dice"] for r in scored) / len(scored) if scored else float("nan")
+        engine.state.metrics["volume3d_hd95"] = sum(r["hd95_mm"] for r in scored) / len(scored) if scored else float("nan")
+        engine.state.metric_details["volume3d"] = rows

@@ -1,0 +1,54 @@
+"""Loss terms: masking, FixMatch confidence, IoU targets, weights that switch terms off."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sam_mix_monai.engines.losses import SAMMixLoss, consistency_loss, fixmatch_loss, mask_iou, masked_cross_entropy
+
+
+def test_masked_cross_entropy_ignores_unknown_labels():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [5.0, -5.0]], requires_grad=True)
+    full = torch.nn.functional.cross_entropy(logits[:2], torch.tensor([0, 1]))
+    assert torch.allclose(masked_cross_entropy(logits, torch.tensor([0, 1, -1])), full)
+    none = masked_cross_entropy(logits, torch.tensor([-1, -1, -1]))
+    assert none.item() == 0.0 and none.requires_grad  # still part of the graph (DDP-safe)
+
+
+def test_fixmatch_keeps_confident_pseudo_labels_only():
+    weak = torch.tensor([[4.0, 0.0], [0.1, 0.0], [0.0, 4.0]])  # confident 0, unsure, confident 1
+    strong = torch.zeros(3, 2, requires_grad=True)
+    loss, rate = fixmatch_loss(weak, strong, threshold=0.7)
+    assert rate.item() == pytest.approx(2 / 3)
+    assert loss.item() == pytest.approx(2 * torch.log(torch.tensor(2.0)).item() / 3)  # FixMatch: mean over the batch
+    loss.backward()
+    assert strong.grad[1].abs().sum() == 0  # the unsure sample gives no gradient
+
+
+def test_mask_iou_and_consistency():
+    target = torch.zeros(1, 1, 4, 4)
+    target[..., :2, :] = 1
+    logits = torch.full((1, 3, 4, 4), -5.0)
+    logits[:, 0, :2, :] = 5.0  # perfect
+    logits[:, 1] = 5.0  # everything: IoU 0.5
+    assert mask_iou(logits, target).tolist() == [[1.0, 0.5, 0.0]]
+    strong = torch.zeros(1, 1, 4, 4, requires_grad=True)
+    p = torch.full((1, 1, 4, 4), 0.6)  # not confident at 0.9
+    assert consistency_loss(strong, p, torch.ones_like(p), 0.9).item() == 0.0
+    p[..., 0, 0] = 0.99
+    assert consistency_loss(strong, p, torch.ones_like(p), 0.9).item() > 0.0
+
+
+def test_weights_switch_terms_off():
+    out = {"mask_logits": torch.zeros(2, 1, 8, 8), "class_logits": torch.zeros(2, 2),
+           "all_mask_logits": torch.zeros(2, 3, 8, 8), "iou_pred": torch.zeros(2, 3)}
+    mask, label = torch.ones(2, 1, 8, 8), torch.tensor([1, -1])
+    assert set(SAMMixLoss().supervised(out, mask, label)) == {"seg_dice", "seg_bce", "iou", "cls"}
+    loss = SAMMixLoss(seg_bce=0.0, iou=0.0, cls=0.0)
+    terms = loss.supervised(out, mask, label)
+    assert set(terms) == {"seg_dice"} and not loss.wants("cls", "iou")
+    assert loss.total({**terms, "pseudo_mask_rate": torch.tensor(0.5)}) == terms["seg_dice"]
+    assert set(SAMMixLoss().supervised({"mask_logits": out["mask_logits"]}, mask, label)) == {"seg_dice", "seg_bce"}
+    with pytest.raises(ValueError, match="no loss term"):
+        SAMMixLoss(seg_dice=0.0, seg_bce=0.0).total({})
