@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-DEMO_OUT ?= runs/demo
+DEMO_OUT ?= runs/phantom_demo
 PYTEST_ARGS ?=
 
 .PHONY: install demo test test-all bench bench-data bench-model bench-train bench-infer lock clean
@@ -19,8 +19,10 @@ $(STAMP): setup.cfg constraints.txt pyproject.toml
 	$(PY) -m pip install --disable-pip-version-check -q -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
+# The main job on the embedded default: generate + convert the phantom cohorts (first run
+# only), train compact SAM-Mix-50 on CPU, evaluate slice2d/volume3d in- and cross-domain.
 demo: install
-	$(VENV)/bin/sam-mix demo --out $(DEMO_OUT)
+	$(VENV)/bin/sam-mix train --config configs/phantom_demo.yaml --set output.dir=$(DEMO_OUT) --set output.overwrite=true
 
 test: install
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
