@@ -79,6 +79,7 @@ def test_train_then_evaluate(tiny_phantom, tmp_path, capsys):
     ckpt = torch.load(run / "best.pt", weights_only=True)
     assert ckpt["config"]["model"]["name"] == "sam_mix" and ckpt["config"]["experiment"]["name"] == "tiny"
     # a second fresh run into the same directory is refused
+    capsys.readouterr()  # drop what the successful run logged
     assert main(["train", "--config", str(cfg)]) == 2
     assert "already holds a run" in _error_line(capsys)
     out_json = tmp_path / "eval.json"
