@@ -1,1 +1,53 @@
-"""inference stage."""
+"""inference stage: whole CT volumes in, liver masks on the input grid out; export and bundle entry points.
+
+* :mod:`.geometry` original grid <-> canonical RAS display slices (slab read / write back);
+* :mod:`.predictor` one interface over SAM-Mix, U-Net and exported single-output models;
+* :mod:`.volume` :class:`SliceInferer`, the streaming slice-wise MONAI inferer;
+* :mod:`.postprocess` 3D largest connected component;
+* :mod:`.summary` per-case JSON summary; :mod:`.preview` three-plane PNG;
+* :mod:`.cases` input discovery; :mod:`.runner` the per-case loop and outputs;
+* :mod:`.loading` checkpoints and bundles; :mod:`.export` TorchScript / ONNX;
+* :mod:`.distributed` case sharding under ``torchrun``; :mod:`.bundle` bundle config entry functions.
+"""
+
+from sam_mix_monai.inference.bundle import bundle_inference, ensure_phantom_ct, training_store
+from sam_mix_monai.inference.cases import Case, find_cases
+from sam_mix_monai.inference.distributed import dist_info, shard
+from sam_mix_monai.inference.export import FORMATS, ExportCheck, check_export, export_network
+from sam_mix_monai.inference.geometry import AxialGeometry
+from sam_mix_monai.inference.loading import bundle_network, load_bundle, load_checkpoint, load_weights, read_checkpoint
+from sam_mix_monai.inference.postprocess import keep_largest_component
+from sam_mix_monai.inference.predictor import SliceOutput, SlicePredictor
+from sam_mix_monai.inference.runner import CaseResult, RunReport, segment_case, segment_cases, write_mask
+from sam_mix_monai.inference.summary import case_summary
+from sam_mix_monai.inference.volume import SliceInferer
+
+__all__ = [
+    "FORMATS",
+    "AxialGeometry",
+    "Case",
+    "CaseResult",
+    "ExportCheck",
+    "RunReport",
+    "SliceInferer",
+    "SliceOutput",
+    "SlicePredictor",
+    "bundle_inference",
+    "bundle_network",
+    "case_summary",
+    "check_export",
+    "dist_info",
+    "ensure_phantom_ct",
+    "export_network",
+    "find_cases",
+    "keep_largest_component",
+    "load_bundle",
+    "load_checkpoint",
+    "load_weights",
+    "read_checkpoint",
+    "segment_case",
+    "segment_cases",
+    "shard",
+    "training_store",
+    "write_mask",
+]

@@ -1,0 +1,64 @@
+"""``sam-mix export``: a training checkpoint (or bundle) to TorchScript or ONNX, checked against eager."""
+
+from __future__ import annotations
+
+import argparse
+
+from sam_mix_monai.utils.errors import InputError
+
+_DESCRIPTION = """\
+Export the single-output SAM-Mix network (input (B,1,S,S) windowed slices in [0,1], output
+(B,1,S,S) mask logits, liver-free slices gated to -1e4) to TorchScript (traced) or ONNX (input
+"image", output "pred", dynamic batch). The exported file runs without sam_mix_monai installed.
+After writing, the export is run on a batch of another size and compared with the eager model.
+"""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``sam-mix export``."""
+    p = sub.add_parser("export", help="export a checkpoint to TorchScript or ONNX", description=_DESCRIPTION,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", metavar="CKPT", help="training checkpoint (sam-mix train)")
+    src.add_argument("--bundle", metavar="DIR", help="MONAI bundle folder (configs/inference.yaml + models/model.pt)")
+    p.add_argument("--format", required=True, choices=("torchscript", "onnx"), help="export format")
+    p.add_argument("--output", required=True, metavar="FILE", help="file to write (e.g. model.ts / model.onnx)")
+    p.add_argument("--tolerance", type=float, default=1e-3, metavar="TOL",
+                   help="largest allowed |logit| difference to eager (default %(default)s)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Export, check, print one line; exit 1 when the check fails the tolerance."""
+    from pathlib import Path
+
+    from sam_mix_monai import __version__
+    from sam_mix_monai.inference import load_bundle, load_checkpoint
+    from sam_mix_monai.inference.export import check_export, default_check_batch, export_network, export_summary
+    from sam_mix_monai.inference.loading import bundle_network
+    from sam_mix_monai.networks import SAMMixInference
+    from sam_mix_monai.utils.atomic import check_writable_dir
+
+    check_writable_dir(Path(args.output).parent)
+    if args.checkpoint:
+        net, cfg, _ = load_checkpoint(args.checkpoint)
+        if cfg.name != "sam_mix":
+            raise InputError(args.checkpoint, f"export supports SAM-Mix checkpoints (this one is '{cfg.name}')")
+        wrapper = bundle_network(cfg)
+        wrapper.net.load_state_dict(net.state_dict())
+        meta = {"model_config": cfg.model_dump(mode="json")}
+    else:
+        wrapper, _ = load_bundle(args.bundle)
+        if not isinstance(wrapper, SAMMixInference):
+            raise InputError(args.bundle, "the bundle's network_def is not a SAM-Mix inference network")
+        meta = {}
+    size = wrapper.net.image_size
+    meta.update(sam_mix_monai_version=__version__, input="image (B,1,S,S) windowed CT in [0,1]",
+                output="pred (B,1,S,S) mask logits; liver-free slices -1e4", image_size=size)
+    path = export_network(wrapper, args.format, args.output, size, meta=meta)
+    check = check_export(path, args.format, wrapper, default_check_batch(size))
+    print(f"wrote {path} ({args.format}); vs eager: {export_summary(check)}")
+    if check.max_abs_diff > args.tolerance:
+        print(f"sam-mix export: warning: difference {check.max_abs_diff:.2e} exceeds --tolerance {args.tolerance:g}")
+        return 1
+    return 0

@@ -1,0 +1,146 @@
+"""Entry functions that the MONAI bundle ``bundles/sam_mix_liver_ct`` calls from its configs.
+
+``configs/inference.yaml`` runs::
+
+    initialize: $sam_mix_monai.inference.ensure_phantom_ct(@dataset_dir, @phantom_dir)
+    run:        $sam_mix_monai.inference.bundle_inference(@network, @inferer, @dataset_dir, @output_dir, @ckpt_path)
+
+so ``python -m monai.bundle run --config_file configs/inference.yaml`` segments every case of
+``dataset_dir`` exactly like ``sam-mix infer --bundle``. ``configs/train.yaml`` finds (or generates)
+its HDF5 slice store with :func:`training_store`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from sam_mix_monai.inference.distributed import dist_info
+from sam_mix_monai.inference.loading import load_weights, read_weights
+from sam_mix_monai.inference.predictor import SlicePredictor
+from sam_mix_monai.inference.runner import RunReport, segment_cases
+from sam_mix_monai.inference.volume import SliceInferer
+from sam_mix_monai.utils.errors import InputError, PathLike
+
+__all__ = ["bundle_inference", "ensure_phantom_ct", "training_store"]
+
+logger = logging.getLogger(__name__)
+
+
+def _same(a: PathLike, b: PathLike) -> bool:
+    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+
+
+def ensure_phantom_ct(dataset_dir: PathLike, phantom_dir: PathLike | None = None, cases: int = 2, matrix: int = 256,
+                      slices: int = 64, seed: int = 0) -> Path:
+    """Make sure the inference ``dataset_dir`` exists; generate phantom CT there when it is the phantom folder.
+
+    Phantom cases (TotalSegmentator layout, domain b) are written only when ``dataset_dir`` is
+    ``phantom_dir`` (the bundle's default) and is missing or empty, so a mistyped real data folder
+    is an error rather than a folder of phantoms.
+
+    Args:
+        dataset_dir: the bundle's ``dataset_dir``.
+        phantom_dir: the default phantom folder (``None``: ``dataset_dir`` is one).
+        cases, matrix, slices, seed: phantom size (see ``sam-mix phantom``).
+
+    Returns:
+        ``dataset_dir``.
+
+    Raises:
+        InputError: ``dataset_dir`` does not exist (and is not the phantom folder).
+    """
+    from sam_mix_monai.data.phantom import generate_cohort
+
+    root = Path(dataset_dir)
+    if root.is_dir() and any(not p.name.startswith(".") for p in root.iterdir()):
+        return root
+    if phantom_dir is not None and not _same(root, phantom_dir):
+        raise InputError(root, "dataset_dir not found or empty")
+    logger.info("dataset_dir %s is empty: generating %d phantom CT cases", root, cases)
+    generate_cohort(root, cases, layout="totalseg", domain="b", seed=seed, matrix=matrix, slices=slices, workers=1,
+                    progress=False)
+    return root
+
+
+def training_store(dataset_dir: PathLike, phantom: Any = None) -> Path:
+    """The HDF5 slice store the bundle trains and evaluates on.
+
+    Args:
+        dataset_dir: a folder holding one slice store (``sam-mix convert`` output, e.g. ``lits.h5``), or
+            the store itself. When it is ``phantom.root``, the phantom stores are generated there first
+            if missing (:func:`sam_mix_monai.engines.phantom_data.ensure_phantom_data`; by rank 0 only
+            when a process group is initialised) and domain a is used.
+        phantom: a :class:`sam_mix_monai.engines.config.PhantomDataConfig` (``None``: no phantom default).
+
+    Returns:
+        The store path.
+
+    Raises:
+        InputError: no store, or several stores, in ``dataset_dir``.
+    """
+    root = Path(dataset_dir)
+    if phantom is not None and _same(root, phantom.root):
+        import torch.distributed as dist
+
+        from sam_mix_monai.engines.phantom_data import ensure_phantom_data
+
+        shared = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        if shared and dist.get_rank() > 0:
+            dist.barrier()  # rank 0 writes the phantom stores first
+        store = ensure_phantom_data(phantom, workers=1, progress=False)[0]
+        if shared and dist.get_rank() == 0:
+            dist.barrier()
+        return store
+    if root.is_file():
+        return root
+    stores = sorted(root.glob("*.h5")) + sorted(root.glob("*.hdf5")) if root.is_dir() else []
+    if len(stores) != 1:
+        found = ", ".join(p.name for p in stores) or "none"
+        raise InputError(root, f"dataset_dir must hold exactly one HDF5 slice store (sam-mix convert output); found {found}")
+    return stores[0]
+
+
+def bundle_inference(
+    network: nn.Module,
+    inferer: SliceInferer,
+    dataset_dir: PathLike,
+    output_dir: PathLike,
+    ckpt_path: PathLike | None = None,
+    preview: bool = False,
+    largest_component: bool = True,
+    progress: bool = True,
+) -> RunReport:
+    """Load the bundle weights into ``network`` and segment every case of ``dataset_dir``.
+
+    Args:
+        network: the bundle's ``network`` (``network_def`` on its device).
+        inferer: the bundle's ``inferer``.
+        dataset_dir: NIfTI files / DICOM series folders / ``<case>/ct.nii.gz`` folders.
+        output_dir: where masks, summaries (and previews) go.
+        ckpt_path: weight file (``None``: use ``network`` as it is).
+        preview: also write preview PNGs.
+        largest_component: keep only the largest 3D component.
+        progress: progress bars.
+
+    Returns:
+        The run report.
+
+    Raises:
+        InputError: missing weights, no cases, or (after all cases ran) any failed case.
+    """
+    if ckpt_path is not None:
+        if not Path(ckpt_path).is_file():
+            raise InputError(ckpt_path, "bundle weights not found: run configs/train.yaml first, or pass --bundle_root "
+                                        "<bundle folder> (default: the current folder) or --ckpt_path <weights>")
+        load_weights(network, read_weights(ckpt_path), ckpt_path)
+    rank, world, _ = dist_info()
+    report = segment_cases([dataset_dir], SlicePredictor(network), inferer, output_dir, preview=preview,
+                           largest_component=largest_component, rank=rank, world_size=world, progress=progress)
+    logger.info("segmented %d case(s) in %.1f s", len(report.results) - len(report.failed), report.seconds)
+    if report.failed:
+        raise InputError(None, "; ".join(r.error or "" for r in report.failed))
+    return report

@@ -1,0 +1,129 @@
+"""Finding the CT cases to segment from the command-line inputs.
+
+Each input is one of:
+
+* a NIfTI file (``.nii`` / ``.nii.gz``): one case named after the file (``volume-3.nii`` -> ``volume-3``);
+* a DICOM series folder: one case named after the folder;
+* a folder of cases: every NIfTI file in it, every sub-folder holding a DICOM series, and every
+  TotalSegmentator-style sub-folder ``<name>/ct.nii.gz`` (case ``<name>``). Label files are skipped
+  (``segmentation-*`` of LiTS, ``*_liver.nii.gz`` written by ``sam-mix infer``).
+
+Case names are made unique with a numeric suffix when two inputs share one.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from sam_mix_monai.data.io import NIFTI_SUFFIXES, is_dicom_dir, is_nifti
+from sam_mix_monai.utils.errors import InputError, PathLike
+
+__all__ = ["Case", "find_cases", "case_name"]
+
+_SKIP = re.compile(r"^(segmentation[-_].*|.*_liver\.nii(\.gz)?|.*\.part\.nii(\.gz)?)$")
+_TOTALSEG_CT = ("ct.nii.gz", "ct.nii")
+_NOT_DICOM = {".json", ".png", ".txt", ".md", ".csv", ".h5", ".pt", ".yaml"}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One volume to segment.
+
+    Attributes:
+        name: output name stem (``<name>_liver.nii.gz``).
+        path: NIfTI file or DICOM series folder.
+    """
+
+    name: str
+    path: Path
+
+
+def case_name(path: PathLike) -> str:
+    """Case name of a NIfTI file (suffix removed) or folder."""
+    p = Path(path)
+    if p.name in _TOTALSEG_CT:
+        return p.parent.name
+    for sfx in NIFTI_SUFFIXES:
+        if p.name.endswith(sfx):
+            return p.name[: -len(sfx)]
+    return p.name
+
+
+def _sort_key(p: Path) -> list:
+    # natural order: volume-2 before volume-10
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)]
+
+
+def _may_hold_dicom(folder: Path) -> bool:
+    """Whether a folder has files other than NIfTI / our outputs (asking GDCM costs a warning otherwise)."""
+    return any(f.is_file() and not is_nifti(f) and f.suffix not in _NOT_DICOM for f in folder.iterdir())
+
+
+def _is_series(folder: Path) -> bool:
+    if not _may_hold_dicom(folder):
+        return False
+    import SimpleITK as sitk
+
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # "No Series were found" for plain folders
+    try:
+        return is_dicom_dir(folder)
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+
+
+def _scan_folder(folder: Path) -> list[Path]:
+    found: list[Path] = []
+    for entry in sorted(folder.iterdir(), key=_sort_key):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_file() and is_nifti(entry) and not _SKIP.match(entry.name):
+            found.append(entry)
+        elif entry.is_dir():
+            ct = next((entry / n for n in _TOTALSEG_CT if (entry / n).is_file()), None)
+            if ct is not None:
+                found.append(ct)
+            elif _is_series(entry):
+                found.append(entry)
+    return found
+
+
+def find_cases(inputs: Sequence[PathLike]) -> list[Case]:
+    """Expand the inputs into cases.
+
+    Args:
+        inputs: NIfTI files, DICOM series folders, or folders of cases.
+
+    Returns:
+        The cases, in input order (folders: natural name order).
+
+    Raises:
+        InputError: an input that does not exist, an unsupported file, or a folder with no case.
+    """
+    paths: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if not p.exists():
+            raise InputError(p, "input not found")
+        if p.is_file():
+            if not is_nifti(p):
+                raise InputError(p, "unsupported file type (expected .nii, .nii.gz or a DICOM series folder)")
+            paths.append(p)
+        elif _is_series(p):
+            paths.append(p)
+        else:
+            found = _scan_folder(p)
+            if not found:
+                raise InputError(p, "no NIfTI file, DICOM series or <case>/ct.nii.gz found in folder")
+            paths.extend(found)
+    cases: list[Case] = []
+    used: dict[str, int] = {}
+    for p in paths:
+        name = case_name(p)
+        n = used.get(name, 0)
+        used[name] = n + 1
+        cases.append(Case(name if n == 0 else f"{name}_{n + 1}", p))
+    return cases

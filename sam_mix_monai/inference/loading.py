@@ -1,0 +1,286 @@
+"""Networks for inference: from a training checkpoint, a bundle, or a bundle's ``network_def``.
+
+Two weight files are understood, both read with ``torch.load(..., weights_only=True)``:
+
+* a **training checkpoint** (``sam-mix train``'s ``best.pt`` / ``last.pt``): a dict with the state
+  dict under ``"network"`` and ``ModelConfig.model_dump()`` under ``"config"]["model"]`` (the
+  engines' layout), or under ``"model"`` / ``"model_config"``; the network is rebuilt from the
+  config alone (``build_model(..., load_pretrained=False)``, so no SAM file is needed);
+* a **bundle weight file** ``models/model.pt``: the plain state dict of the bundle's
+  ``network_def`` (:func:`bundle_network`, a :class:`~sam_mix_monai.networks.SAMMixInference`, keys
+  ``net.*``), as MONAI's ``CheckpointSaver`` writes it from ``train.yaml``. The module that
+  :func:`bundle_network` returns also accepts the bare SAM-Mix keys of a training checkpoint's
+  ``"model"`` entry, so ``ckpt_export --key_in_ckpt model`` works on a training checkpoint too.
+
+Every problem is raised as :class:`~sam_mix_monai.utils.errors.InputError` naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from pydantic import ValidationError
+from torch import nn
+
+from sam_mix_monai.networks import ModelConfig, SAMMixInference, build_model
+from sam_mix_monai.utils.errors import InputError, PathLike
+
+__all__ = [
+    "INFERABLE_MODELS",
+    "bundle_network",
+    "load_bundle",
+    "load_checkpoint",
+    "load_weights",
+    "read_checkpoint",
+    "read_weights",
+    "safe_torch_load",
+    "training_preprocessing",
+]
+
+#: Model names volume inference can run (SAM-PP needs a point prompt per slice).
+INFERABLE_MODELS = ("sam_mix", "unet")
+_SHOW = 4
+
+
+def safe_torch_load(path: PathLike) -> Any:
+    """``torch.load(path, map_location="cpu", weights_only=True)`` with one-line :class:`InputError` s."""
+    if not os.path.isfile(path):
+        raise InputError(path, "checkpoint file not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if re.search(r"not an allowed global|Unsupported (global|class)", str(e)):
+            raise InputError(path, "refused to load: the checkpoint's pickle would run code (only tensors and plain "
+                             "containers are accepted, torch.load weights_only=True)") from e
+        raise InputError(path, "not a readable PyTorch checkpoint (corrupt or not a torch.save file)") from e
+    except Exception as e:  # corrupt zip, truncated file, not a torch file
+        raise InputError(path, f"not a readable PyTorch checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
+
+
+def _read(path: PathLike) -> tuple[dict[str, torch.Tensor], ModelConfig, Mapping[str, Any]]:
+    obj = safe_torch_load(path)
+    found = None
+    if isinstance(obj, Mapping):
+        config = obj.get("config")
+        if "network" in obj and isinstance(config, Mapping) and isinstance(config.get("model"), Mapping):
+            found = ("network", config["model"], config)  # the engines' checkpoints (best.pt / last.pt)
+        elif "model" in obj and isinstance(obj.get("model_config"), Mapping):
+            found = ("model", obj["model_config"], {})
+    if found is None:
+        keys = sorted(map(str, obj))[:_SHOW] if isinstance(obj, Mapping) else type(obj).__name__
+        raise InputError(
+            path,
+            f"not a sam-mix training checkpoint (expected 'network' + 'config.model', or 'model' + 'model_config'; "
+            f"found {keys}); for a MONAI bundle use --bundle",
+        )
+    key, model_config, record = found
+    try:
+        cfg = ModelConfig(**dict(model_config))
+    except (ValidationError, TypeError) as e:
+        raise InputError(path, f"invalid model_config in checkpoint: {str(e).splitlines()[0]}") from None
+    state = obj[key]
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputError(path, f"checkpoint entry '{key}' is not a state dict of tensors")
+    return dict(state), cfg, record
+
+
+def read_checkpoint(path: PathLike) -> tuple[dict[str, torch.Tensor], ModelConfig]:
+    """Read a training checkpoint.
+
+    Args:
+        path: file written by ``sam-mix train`` (``{"network": ..., "config": {"model": ...}, ...}``) or
+            ``{"model": ..., "model_config": ...}``.
+
+    Returns:
+        ``(state_dict, model_config)``.
+
+    Raises:
+        InputError: unreadable file, not a training checkpoint, or an invalid model config.
+    """
+    state, cfg, _ = _read(path)
+    return state, cfg
+
+
+def training_preprocessing(record: Mapping[str, Any]) -> dict[str, Any]:
+    """Slice size and HU window a run was trained with, from its record (``checkpoint["config"]``).
+
+    Read from the training store's attributes (``sam-mix convert`` writes ``image_size``,
+    ``window_center``, ``window_width``) when the store is still there, else from the phantom
+    settings of the experiment. Inference then prepares slices exactly as training saw them (the
+    network resizes them to its own ``image_size`` as it did in training).
+
+    Returns:
+        ``{"image_size": int, "window": (centre, width)}``, either key missing when unknown.
+    """
+    exp = record.get("experiment") or {}
+    out: dict[str, Any] = {}
+    store = (exp.get("data") or {}).get("path")
+    if store and Path(store).is_file():
+        try:
+            import h5py
+
+            with h5py.File(store, "r") as f:
+                attrs = dict(f.attrs)
+            if "image_size" in attrs:
+                out["image_size"] = int(attrs["image_size"])
+            if "window_center" in attrs and "window_width" in attrs:
+                out["window"] = (float(attrs["window_center"]), float(attrs["window_width"]))
+        except (OSError, ValueError, TypeError):
+            pass
+    phantom = exp.get("phantom") or {}
+    if "image_size" not in out and phantom.get("image_size"):
+        out["image_size"] = int(phantom["image_size"])
+    return out
+
+
+def _preview(keys: list[str]) -> str:
+    return f"{len(keys)} ({', '.join(keys[:_SHOW])}{', ...' if len(keys) > _SHOW else ''})"
+
+
+def load_weights(network: nn.Module, state: Mapping[str, torch.Tensor], path: PathLike | None = None) -> nn.Module:
+    """Load ``state`` into ``network`` strictly, with one-line errors.
+
+    Args:
+        network: the module.
+        state: its state dict (``module.`` prefixes of DataParallel are stripped).
+        path: file name for error messages.
+
+    Returns:
+        ``network``.
+
+    Raises:
+        InputError: missing / unexpected keys or shape mismatches (weights of another model).
+    """
+    state = {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state.items()}
+    own = network.state_dict()
+    if isinstance(network, SAMMixInference) and not any(k.startswith("net.") for k in state):
+        state = {f"net.{k}": v for k, v in state.items()}
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if k in state and state[k].shape != v.shape]
+    if missing or unexpected or wrong:
+        parts = [f"{what}: {_preview(keys)}" for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", wrong)) if keys]
+        raise InputError(path, "weights do not match the model (a checkpoint of another model or size?); " + "; ".join(parts))
+    network.load_state_dict(state, strict=True)
+    return network
+
+
+def read_weights(path: PathLike) -> Mapping[str, torch.Tensor]:
+    """The state dict in a bundle weight file: a plain state dict, or a training checkpoint's
+    ``network`` / ``model`` entry.
+
+    Raises:
+        InputError: unreadable file, or no state dict inside.
+    """
+    obj = safe_torch_load(path)
+    if isinstance(obj, Mapping):
+        for key in ("network", "model"):
+            if isinstance(obj.get(key), Mapping):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise InputError(path, "no state dict of tensors found in the weight file")
+    return obj
+
+
+def _check_inferable(cfg: ModelConfig, path: PathLike | None) -> None:
+    if cfg.name not in INFERABLE_MODELS:
+        raise InputError(path, f"model '{cfg.name}' cannot run volume inference (supported: {', '.join(INFERABLE_MODELS)})")
+
+
+def load_checkpoint(
+    path: PathLike, device: torch.device | str | None = None
+) -> tuple[nn.Module, ModelConfig, dict[str, Any]]:
+    """Rebuild and load the network of a training checkpoint, in eval mode.
+
+    Args:
+        path: training checkpoint.
+        device: where to put the network (``None``: CPU).
+
+    Returns:
+        ``(network, model_config, preprocessing)``: a :class:`~sam_mix_monai.networks.SAMMix` or
+        :class:`~sam_mix_monai.networks.UNetSeg`, its config, and :func:`training_preprocessing`.
+
+    Raises:
+        InputError: see :func:`read_checkpoint` and :func:`load_weights`.
+    """
+    state, cfg, record = _read(path)
+    _check_inferable(cfg, path)
+    net = build_model(cfg, load_pretrained=False)
+    load_weights(net, state, path)
+    return net.to(device or "cpu").eval(), cfg, training_preprocessing(record)
+
+
+def _accept_bare_keys(module: nn.Module, state_dict: dict, prefix: str, *args: Any) -> None:
+    # load_state_dict pre-hook: a SAMMix state dict (training checkpoint "model") has no "net." prefix.
+    if state_dict and not any(k.startswith(prefix + "net.") for k in state_dict):
+        for k in list(state_dict):
+            if k.startswith(prefix):
+                state_dict[prefix + "net." + k[len(prefix) :]] = state_dict.pop(k)
+
+
+def bundle_network(model_config: Mapping[str, Any] | ModelConfig, cls_threshold: float | None = None) -> SAMMixInference:
+    """The bundle's ``network_def``: a single-output SAM-Mix (``forward(x) -> (B, 1, S, S)`` logits).
+
+    Randomly initialised (``load_pretrained=False``); weights come from ``models/model.pt``. Loading
+    accepts the ``net.*`` keys of this module or the bare keys of a SAM-Mix state dict.
+
+    Args:
+        model_config: :class:`~sam_mix_monai.networks.ModelConfig` or its dict (``name`` must be ``sam_mix``).
+        cls_threshold: classifier gate (``None``: the config's).
+
+    Returns:
+        A :class:`~sam_mix_monai.networks.SAMMixInference` in eval mode.
+    """
+    cfg = model_config if isinstance(model_config, ModelConfig) else ModelConfig(**dict(model_config))
+    if cfg.name != "sam_mix":
+        raise InputError(None, f"the bundle network is SAM-Mix; model_config names '{cfg.name}'")
+    wrapper = SAMMixInference(build_model(cfg, load_pretrained=False), cls_threshold=cls_threshold)
+    wrapper.register_load_state_dict_pre_hook(_accept_bare_keys)
+    return wrapper.eval()
+
+
+def load_bundle(bundle_dir: PathLike, device: torch.device | str | None = None, ckpt_file: PathLike | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Build ``network_def`` of a bundle's ``configs/inference.yaml`` and load its weights.
+
+    Args:
+        bundle_dir: the bundle folder.
+        device: where to put the network (``None``: CPU).
+        ckpt_file: weight file (``None``: the config's ``ckpt_path``, by default ``models/model.pt``).
+
+    Returns:
+        ``(network, settings)``; ``settings`` holds the inferer's ``window``, ``batch_size`` and
+        ``image_size`` from the config when it sets them.
+
+    Raises:
+        InputError: missing config or weights, or weights that do not fit the network.
+    """
+    from monai.bundle import ConfigParser
+
+    root = Path(bundle_dir)
+    config = root / "configs" / "inference.yaml"
+    if not config.is_file():
+        raise InputError(root, "not a MONAI bundle (configs/inference.yaml not found)")
+    parser = ConfigParser()
+    parser.read_config(str(config))
+    parser["bundle_root"] = str(root)
+    try:
+        network = parser.get_parsed_content("network_def", instantiate=True)
+        ckpt = Path(ckpt_file) if ckpt_file is not None else Path(parser.get_parsed_content("ckpt_path"))
+    except InputError:
+        raise
+    except Exception as e:
+        raise InputError(config, f"cannot build network_def: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+    if not ckpt.is_file():
+        raise InputError(ckpt, "bundle weights not found: train the bundle (configs/train.yaml) or export a checkpoint into models/model.pt")
+    load_weights(network, read_weights(ckpt), ckpt)
+    settings = {}
+    for key in ("window", "batch_size", "image_size"):
+        if f"inferer#{key}" in parser:
+            settings[key] = parser.get_parsed_content(f"inferer#{key}")
+    return network.to(device or "cpu").eval(), settings

@@ -1,0 +1,111 @@
+"""Per-case JSON summary: liver volume, extent, classifier confidence, predicted IoU, a quality flag.
+
+Fields (``None`` where the network gives no scores, e.g. a U-Net or an exported model):
+
+* ``liver_volume_ml``: mask voxels times the voxel volume of the input grid;
+* ``slices_with_liver`` / ``slices``: axial slices (canonical z) that hold mask voxels, out of all;
+* ``mean_classifier_confidence``: mean over all slices of ``max(p, 1 - p)``, ``p`` the liver
+  probability: how decided the classifier gate was (0.5 = coin toss, 1 = certain);
+* ``mean_liver_prob``: mean liver probability over the slices that hold mask voxels;
+* ``mean_predicted_iou``: mean of SAM's IoU prediction for the chosen mask over those slices;
+* ``quality``: ``"ok"`` or ``"check"``; ``quality_reasons`` lists why (no liver found, a mean
+  classifier confidence under :data:`MIN_CONFIDENCE`, a mean predicted IoU under :data:`MIN_IOU`,
+  a liver volume outside :data:`LIVER_ML_RANGE`).
+
+The thresholds are screening heuristics for a human to take a second look, not validated cut-offs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from nibabel.orientations import aff2axcodes
+
+from sam_mix_monai.inference.geometry import AxialGeometry
+from sam_mix_monai.utils.atomic import atomic_output
+from sam_mix_monai.utils.errors import PathLike
+
+__all__ = ["case_summary", "write_summary", "MIN_CONFIDENCE", "MIN_IOU", "LIVER_ML_RANGE"]
+
+#: Mean classifier confidence ``max(p, 1-p)`` below which a case is flagged.
+MIN_CONFIDENCE = 0.75
+#: Mean predicted IoU (liver slices) below which a case is flagged.
+MIN_IOU = 0.5
+#: Adult liver volumes outside this range (mL) are flagged (normal livers: about 1000-2500 mL).
+LIVER_ML_RANGE = (300.0, 5000.0)
+
+
+def _mean(x: np.ndarray | None) -> float | None:
+    if x is None or x.size == 0 or np.all(np.isnan(x)):
+        return None
+    return round(float(np.nanmean(x)), 4)
+
+
+def case_summary(
+    mask: np.ndarray,
+    geometry: AxialGeometry,
+    liver_prob: np.ndarray | None = None,
+    chosen_iou: np.ndarray | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """Summarise one predicted mask.
+
+    Args:
+        mask: ``(X, Y, Z)`` binary mask on the input grid.
+        geometry: the input grid.
+        liver_prob: per canonical slice classifier probability, or ``None``.
+        chosen_iou: per canonical slice predicted IoU, or ``None``.
+        extra: more fields to store first (case id, paths, timings).
+
+    Returns:
+        A JSON-serialisable dict.
+    """
+    voxels = int(np.count_nonzero(mask))
+    other = tuple(a for a in range(3) if a != geometry.axis)
+    per_slice = np.asarray(mask.any(axis=other))  # along the array axis
+    if geometry.flipped:
+        per_slice = per_slice[::-1]  # canonical (inferior -> superior) order
+    has_liver = per_slice.astype(bool)
+    conf = None if liver_prob is None else np.maximum(liver_prob, 1.0 - liver_prob)
+    prob_liver = None if liver_prob is None else liver_prob[has_liver]
+    iou_liver = None if chosen_iou is None else chosen_iou[has_liver]
+    z = np.flatnonzero(has_liver)
+    out: dict[str, Any] = dict(extra)
+    out.update(
+        shape=list(mask.shape),
+        orientation="".join(aff2axcodes(geometry.affine)),
+        spacing_ras_mm=[round(s, 4) for s in geometry.ras_spacing],
+        liver_voxels=voxels,
+        liver_volume_ml=round(voxels * geometry.voxel_volume_ml, 2),
+        slices=int(geometry.depth),
+        slices_with_liver=int(has_liver.sum()),
+        liver_slice_range=[int(z[0]), int(z[-1])] if z.size else None,
+        mean_classifier_confidence=_mean(conf),
+        mean_liver_prob=_mean(prob_liver),
+        mean_predicted_iou=_mean(iou_liver),
+    )
+    reasons = []
+    if voxels == 0:
+        reasons.append("no liver found")
+    else:
+        lo, hi = LIVER_ML_RANGE
+        if not lo <= out["liver_volume_ml"] <= hi:
+            reasons.append(f"liver volume {out['liver_volume_ml']:.0f} mL outside {lo:.0f}-{hi:.0f} mL")
+    if out["mean_classifier_confidence"] is not None and out["mean_classifier_confidence"] < MIN_CONFIDENCE:
+        reasons.append(f"low classifier confidence {out['mean_classifier_confidence']:.2f} < {MIN_CONFIDENCE}")
+    if out["mean_predicted_iou"] is not None and out["mean_predicted_iou"] < MIN_IOU:
+        reasons.append(f"low predicted IoU {out['mean_predicted_iou']:.2f} < {MIN_IOU}")
+    out["quality"] = "check" if reasons else "ok"
+    out["quality_reasons"] = reasons
+    return out
+
+
+def write_summary(summary: dict[str, Any], path: PathLike) -> Path:
+    """Write ``summary`` as indented JSON, atomically."""
+    target = Path(path)
+    with atomic_output(target) as tmp:
+        tmp.write_text(json.dumps(summary, indent=1) + "\n")
+    return target

@@ -1,0 +1,165 @@
+"""Streaming slice-wise inference on a CT volume, with the mask mapped back onto the original grid.
+
+For every axial slice (``keep_rate="all"``), in chunks of ``batch_size`` canonical slices:
+
+1. read the slab from the original array and reorient it to display-convention RAS slices
+   (:meth:`.geometry.AxialGeometry.read_slab`, identical to the training slicer);
+2. :class:`~sam_mix_monai.transforms.HUWindow` and MONAI :class:`~monai.transforms.Resize` to the
+   training slice size (bilinear), exactly as ``sam-mix convert`` prepares training slices;
+3. run the network (:class:`.predictor.SlicePredictor`: classifier-gated logits, scores);
+4. resize the logits back to the slice size (bilinear), threshold at logit 0, and write the mask into
+   a ``uint8`` array of the input's shape (:meth:`.geometry.AxialGeometry.write_slab`).
+
+Only one chunk is ever held as float: memory is the input array (memory-mapped for ``.nii``), the
+``uint8`` output and one chunk, whatever the number of slices.
+
+Example:
+    >>> import numpy as np, torch
+    >>> from monai.data import MetaTensor
+    >>> class Bright(torch.nn.Module):  # "liver" = bright pixels
+    ...     image_size = 32
+    ...     def forward(self, x): return (x - 0.6) * 20
+    >>> vol = MetaTensor(torch.full((1, 40, 30, 6), -1000.0), affine=torch.diag(torch.tensor([-1.0, -1, 2, 1])))
+    >>> vol[0, 10:20, 5:15, 2:4] = 200.0
+    >>> mask = SliceInferer(batch_size=4)(vol, Bright())
+    >>> tuple(mask.shape), int(mask.sum()), torch.equal(mask.affine, vol.affine)
+    ((1, 40, 30, 6), 200, True)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.data import MetaTensor
+from monai.inferers import Inferer
+from monai.transforms import Resize
+from torch import nn
+from tqdm import tqdm
+
+from sam_mix_monai.inference.geometry import AxialGeometry
+from sam_mix_monai.inference.predictor import SlicePredictor
+from sam_mix_monai.transforms import DEFAULT_WINDOW, HUWindow
+
+__all__ = ["SliceInferer", "volume_array"]
+
+
+def volume_array(volume: torch.Tensor | np.ndarray) -> np.ndarray:
+    """The spatial ``(X, Y, Z)`` array of a channel-first volume, without copying (memory maps stay maps)."""
+    arr = volume.as_tensor() if isinstance(volume, MetaTensor) else volume
+    if isinstance(arr, torch.Tensor):
+        arr = arr.detach().cpu().numpy()
+    arr = np.asarray(arr)
+    if arr.ndim != 4 or arr.shape[0] != 1:
+        raise ValueError(f"expected a channel-first volume (1, X, Y, Z), got shape {arr.shape}")
+    return arr[0]
+
+
+class SliceInferer(Inferer):
+    """MONAI inferer that segments a whole CT volume slice by slice on its own grid.
+
+    ``inferer(volume, network)`` takes a ``(1, X, Y, Z)`` HU MetaTensor (any header orientation) and
+    returns a ``(1, X, Y, Z)`` ``uint8`` MetaTensor mask with the same affine. Per canonical slice,
+    ``meta["liver_prob"]`` and ``meta["chosen_iou"]`` hold the classifier probability and SAM's IoU
+    prediction (``None`` for networks without them), ``meta["slice_axis"]`` the array axis along
+    canonical z and ``meta["slice_flipped"]`` whether it runs inferior-wards.
+
+    Args:
+        image_size: side the slices are resized to: the training data's slice size (``sam-mix convert
+            --image-size``); a network with another input size resizes them itself, as in training
+            (``None``: the network's input size).
+        batch_size: slices per forward pass (and per streamed chunk).
+        window: HU window (centre, width) used in training (paper: 40, 400).
+        threshold: logit threshold of the mask (0 = probability 0.5).
+        cls_threshold: classifier gate (``None``: the network's own).
+        device: device to run the network on (``None``: the network's).
+        precision: ``fp32``, ``bf16`` or ``fp16`` (autocast; see :class:`.predictor.SlicePredictor`).
+        progress: show a progress bar over slices.
+    """
+
+    def __init__(
+        self,
+        image_size: int | None = None,
+        batch_size: int = 8,
+        window: Sequence[float] = DEFAULT_WINDOW,
+        threshold: float = 0.0,
+        cls_threshold: float | None = None,
+        device: torch.device | str | None = None,
+        precision: str = "fp32",
+        progress: bool = False,
+    ) -> None:
+        super().__init__()
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.image_size = None if image_size is None else int(image_size)
+        self.batch_size = int(batch_size)
+        self.window = HUWindow(float(window[0]), float(window[1]))
+        self.window_params = (float(window[0]), float(window[1]))
+        self.threshold = float(threshold)
+        self.cls_threshold = cls_threshold
+        self.device = device
+        self.precision = precision
+        self.progress = progress
+
+    def predictor(self, network: nn.Module | SlicePredictor) -> SlicePredictor:
+        """Wrap ``network`` (a no-op for a :class:`SlicePredictor`)."""
+        if isinstance(network, SlicePredictor):
+            return network
+        return SlicePredictor(network, cls_threshold=self.cls_threshold, device=self.device, precision=self.precision)
+
+    def preprocess(self, slab: np.ndarray, size: int) -> torch.Tensor:
+        """HU display slices ``(k, H, W)`` -> network input ``(k, 1, size, size)`` in [0, 1]."""
+        x = self.window(torch.from_numpy(slab).float())
+        if tuple(x.shape[-2:]) != (size, size):
+            x = Resize(spatial_size=(size, size), mode="bilinear")(x)
+        if isinstance(x, MetaTensor):  # a plain tensor: MetaTensor's __torch_function__ would slow every op
+            x = x.as_tensor()
+        return x.unsqueeze(1).contiguous()
+
+    def postprocess(self, logits: torch.Tensor, slice_shape: tuple[int, int]) -> np.ndarray:
+        """Network logits ``(k, 1, S, S)`` -> ``uint8`` display masks ``(k, H, W)`` at the slice size."""
+        out = np.zeros((logits.shape[0], *slice_shape), dtype=np.uint8)
+        live = torch.nonzero(logits.flatten(1).amax(1) > self.threshold).flatten()  # skip empty slices
+        if live.numel():
+            up = logits[live]
+            if tuple(up.shape[-2:]) != tuple(slice_shape):
+                up = F.interpolate(up, size=slice_shape, mode="bilinear", align_corners=False)
+            out[live.numpy()] = (up[:, 0] > self.threshold).numpy()
+        return out
+
+    def __call__(
+        self,
+        inputs: torch.Tensor,
+        network: nn.Module | SlicePredictor | Callable[..., Any],
+        *args: Any,
+        **kwargs: Any,
+    ) -> MetaTensor:
+        """Segment ``inputs`` (a ``(1, X, Y, Z)`` HU volume) with ``network``."""
+        predictor = self.predictor(network)
+        size = self.image_size or predictor.image_size
+        if size is None:
+            raise ValueError("the network does not declare its input size: pass image_size to SliceInferer")
+        arr = volume_array(inputs)
+        affine = np.asarray(inputs.affine, dtype=np.float64) if isinstance(inputs, MetaTensor) else np.eye(4)
+        geo = AxialGeometry(affine, arr.shape)
+        mask = np.zeros(arr.shape, dtype=np.uint8, order="F")  # NIfTI's order: written without a copy
+        prob = np.full(geo.depth, np.nan, dtype=np.float32) if predictor.has_scores else None
+        iou = np.full(geo.depth, np.nan, dtype=np.float32) if predictor.has_scores else None
+        bar = tqdm(total=geo.depth, desc="slices", unit="slice", leave=False, disable=not self.progress)
+        try:
+            for z0 in range(0, geo.depth, self.batch_size):
+                z1 = min(z0 + self.batch_size, geo.depth)
+                x = self.preprocess(geo.read_slab(arr, z0, z1), size)
+                out = predictor(x)
+                geo.write_slab(mask, self.postprocess(out.logits, geo.slice_shape), z0, z1)
+                if prob is not None and out.liver_prob is not None:
+                    prob[z0:z1] = out.liver_prob.numpy()
+                    iou[z0:z1] = out.chosen_iou.numpy()
+                bar.update(z1 - z0)
+        finally:
+            bar.close()
+        meta = {k: v for k, v in inputs.meta.items() if k != "affine"} if isinstance(inputs, MetaTensor) else {}
+        meta.update(liver_prob=prob, chosen_iou=iou, slice_axis=geo.axis, slice_flipped=geo.flipped)
+        return MetaTensor(torch.from_numpy(mask)[None], affine=torch.as_tensor(affine), meta=meta)

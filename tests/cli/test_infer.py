@@ -1,0 +1,172 @@
+"""``sam-mix infer``: outputs on the input grid, real DICOM, bad inputs, folders with bad cases, ranks."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from sam_mix_monai.cli.main import main
+from sam_mix_monai.data.io import check_same_grid, read_volume
+from sam_mix_monai.networks import ModelConfig, build_model
+from tests.inference.tiny_model import phantom, save_case, tiny_checkpoint
+
+
+def _infer(*args: str) -> int:
+    return main(["-q", "infer", *args, "--checkpoint", str(tiny_checkpoint()), "--no-progress"])
+
+
+def _good_cases(folder: Path, n: int = 2) -> list[Path]:
+    out = []
+    for i, codes in enumerate(("LPS", "RAS")[:n]):
+        c = phantom(i, codes)
+        out.append(save_case(folder / f"case{i}.nii.gz", c.image, c.affine))
+    return out
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def test_outputs_preview_and_summary(tmp_path: Path, capsys) -> None:
+    (src,) = _good_cases(tmp_path / "in", 1)
+    out = tmp_path / "out"
+    assert _infer(str(src), "--output", str(out), "--preview", "--batch-size", "16") == 0
+    assert _files(out) == ["case0_liver.json", "case0_liver.nii.gz", "case0_liver.png"]
+    res, ref = nib.load(str(out / "case0_liver.nii.gz")), nib.load(str(src))
+    assert res.shape == ref.shape and np.array_equal(res.affine, ref.affine)
+    mask = np.asarray(res.dataobj)
+    assert set(np.unique(mask)) <= {0, 1} and mask.sum() > 0
+    s = json.loads((out / "case0_liver.json").read_text())
+    voxel_ml = abs(np.linalg.det(ref.affine[:3, :3])) / 1000
+    assert s["liver_volume_ml"] == pytest.approx(mask.sum() * voxel_ml, abs=0.01)
+    assert s["slices"] == 40 and 0 < s["slices_with_liver"] < 40 and s["orientation"] == "LPS"
+    assert 0.5 <= s["mean_classifier_confidence"] <= 1 and s["mean_predicted_iou"] is not None
+    assert s["quality"] in ("ok", "check")
+    assert "case0: liver" in capsys.readouterr().out
+
+
+def test_real_dicom_end_to_end(tmp_path: Path, real_ct: Path) -> None:
+    out = tmp_path / "out"
+    assert _infer(str(real_ct / "dicom"), "--output", str(out)) == 0
+    res = nib.load(str(out / "dicom_liver.nii.gz"))
+    vol = read_volume(real_ct / "dicom")
+    assert res.shape == tuple(vol.shape[1:]) == (512, 512, 20)
+    np.testing.assert_allclose(res.affine, np.asarray(vol.affine), atol=1e-4)  # NIfTI stores float32
+    # TotalSegmentator's own liver mask of this series lies on the same grid as ours.
+    check_same_grid(read_volume(real_ct / "liver.nii.gz"), read_volume(out / "dicom_liver.nii.gz"), "ref", "ours")
+    assert json.loads((out / "dicom_liver.json").read_text())["slices"] == 20
+
+
+def _bad_input(kind: str, tmp_path: Path) -> Path:
+    p = tmp_path / "in"
+    p.mkdir(parents=True, exist_ok=True)
+    if kind == "unreadable":
+        f = p / "broken.nii.gz"
+        f.write_bytes(b"\x1f\x8b\x08\x00garbage")
+    elif kind == "2d":
+        f = save_case(p / "flat.nii.gz", np.full((64, 64), -1000, np.int16), np.eye(4))
+    elif kind == "mr":
+        rng = np.random.default_rng(0)
+        f = save_case(p / "mr.nii.gz", rng.integers(0, 1200, (32, 32, 20)).astype(np.int16), np.eye(4))
+    else:
+        raise ValueError(kind)
+    return f
+
+
+@pytest.mark.parametrize("kind, match", [("unreadable", "cannot read NIfTI"), ("2d", "3D"), ("mr", "CT")])
+def test_bad_input_one_line_exit_2(tmp_path: Path, kind: str, match: str, capsys) -> None:
+    f = _bad_input(kind, tmp_path)
+    out = tmp_path / "out"
+    assert _infer(str(f), "--output", str(out)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and match in err and str(f) in err
+    assert _files(out) == []
+
+
+def test_checkpoint_of_another_model(tmp_path: Path, capsys) -> None:
+    (src,) = _good_cases(tmp_path / "in", 1)
+    unet = ModelConfig(name="unet", size="compact")
+    ckpt = tmp_path / "other.pt"
+    torch.save({"model": build_model(unet).state_dict(),
+                "model_config": ModelConfig(name="sam_mix", size="compact", image_size=64).model_dump()}, ckpt)
+    out = tmp_path / "out"
+    rc = main(["infer", str(src), "--checkpoint", str(ckpt), "--output", str(out), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.count("\n") == 0 and "do not match the model" in err
+    assert _files(out) == []
+
+
+def test_unet_checkpoint(tmp_path: Path) -> None:
+    (src,) = _good_cases(tmp_path / "in", 1)
+    cfg = ModelConfig(name="unet", size="compact", image_size=64)
+    ckpt = tmp_path / "unet.pt"
+    torch.save({"network": build_model(cfg).state_dict(), "config": {"model": cfg.model_dump()}}, ckpt)
+    out = tmp_path / "out"
+    assert main(["-q", "infer", str(src), "--checkpoint", str(ckpt), "--output", str(out), "--no-progress"]) == 0
+    s = json.loads((out / "case0_liver.json").read_text())
+    assert s["mean_classifier_confidence"] is None and nib.load(str(out / "case0_liver.nii.gz")).shape == (96, 96, 40)
+
+
+def test_output_not_writable(tmp_path: Path, capsys) -> None:
+    (src,) = _good_cases(tmp_path / "in", 1)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert _infer(str(src), "--output", str(blocker / "out")) == 2
+    assert "cannot create output folder" in capsys.readouterr().err
+    if os.geteuid() != 0:  # root may write anywhere
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o500)
+        assert _infer(str(src), "--output", str(ro)) == 2
+        assert _files(ro) == []
+
+
+def test_folder_with_bad_cases_runs_the_others(tmp_path: Path, capsys) -> None:
+    _good_cases(tmp_path / "in", 2)
+    _bad_input("unreadable", tmp_path)
+    _bad_input("mr", tmp_path)
+    out = tmp_path / "out"
+    assert _infer(str(tmp_path / "in"), "--output", str(out)) == 2
+    assert _files(out) == ["case0_liver.json", "case0_liver.nii.gz", "case1_liver.json", "case1_liver.nii.gz"]
+    cap = capsys.readouterr()
+    assert "segmented 2 of 4 case(s)" in cap.out
+    errors = cap.err.strip().splitlines()
+    assert len(errors) == 2 and "broken.nii.gz" in errors[0] and "mr.nii.gz" in errors[1]
+
+
+def test_ranks_split_the_cases(tmp_path: Path, monkeypatch, capsys) -> None:
+    _good_cases(tmp_path / "in", 2)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    out = tmp_path / "out"
+    assert _infer(str(tmp_path / "in"), "--output", str(out), "--device", "cpu") == 0
+    assert _files(out) == ["case1_liver.json", "case1_liver.nii.gz"]
+    assert "(rank 1 of 2)" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+    import sys
+
+    torchrun = Path(sys.executable).with_name("torchrun")
+    sam_mix = Path(sys.executable).with_name("sam-mix")
+    if not torchrun.exists() or not sam_mix.exists() or shutil.which("true") is None:
+        pytest.skip("torchrun / sam-mix entry points not installed")
+    _good_cases(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    res = subprocess.run([str(torchrun), "--nproc_per_node=2", "--no-python", str(sam_mix), "-q", "infer",
+                          str(tmp_path / "in"), "--checkpoint", str(tiny_checkpoint()), "--output", str(out),
+                          "--device", "cpu", "--no-progress"], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert _files(out) == ["case0_liver.json", "case0_liver.nii.gz", "case1_liver.json", "case1_liver.nii.gz"]
+    assert "(rank 0 of 2)" in res.stdout and "(rank 1 of 2)" in res.stdout

@@ -1,0 +1,36 @@
+"""Per-case summary: volume in mL, canonical slice range, confidence, quality flags."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from sam_mix_monai.inference import AxialGeometry, case_summary
+from sam_mix_monai.inference.summary import write_summary
+
+
+def test_volume_slices_and_flags(tmp_path: Path) -> None:
+    aff = np.diag([-2.0, -2.0, -5.0, 1.0])  # LPI: array z runs inferior-wards
+    geo = AxialGeometry(aff, (50, 50, 10))
+    mask = np.zeros((50, 50, 10), np.uint8)
+    mask[10:40, 10:40, 0:3] = 1  # array slices 0-2 = canonical 7-9
+    prob = np.linspace(0.3, 0.9, 10).astype(np.float32)
+    iou = np.full(10, 0.9, np.float32)
+    s = case_summary(mask, geo, prob, iou, case="x")
+    assert s["case"] == "x" and s["orientation"] == "LPI"
+    assert s["liver_volume_ml"] == 30 * 30 * 3 * 20 / 1000
+    assert s["slices_with_liver"] == 3 and s["liver_slice_range"] == [7, 9]
+    assert s["mean_liver_prob"] == round(float(prob[7:].mean()), 4)
+    assert s["quality"] == "check" and any("volume" in r for r in s["quality_reasons"])
+    assert any("confidence" in r for r in s["quality_reasons"])  # probabilities near 0.5 in the middle
+    path = write_summary(s, tmp_path / "s.json")
+    assert json.loads(path.read_text())["slices"] == 10
+
+
+def test_no_scores_and_empty_mask() -> None:
+    geo = AxialGeometry(np.eye(4), (8, 8, 8))
+    s = case_summary(np.zeros((8, 8, 8), np.uint8), geo)
+    assert s["mean_classifier_confidence"] is None and s["mean_predicted_iou"] is None
+    assert s["quality_reasons"] == ["no liver found"] and s["liver_slice_range"] is None
