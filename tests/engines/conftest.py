@@ -23,15 +23,6 @@ from sam_mix_monai.engines.loaders import evaluation_loader
 from sam_mix_monai.engines.phantom_data import ensure_phantom_data
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One compute thread per test: on a shared 2-core machine, 2 threads are several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_phantom_config(root: Path) -> PhantomDataConfig:
     """The tiny phantom of the tests."""
     return PhantomDataConfig(root=root, cases_a=6, cases_b=2, matrix=64, slices=24, image_size=64,
