@@ -17,7 +17,6 @@ import json
 import os
 import platform
 import tempfile
-import time
 from datetime import date
 from pathlib import Path
 
@@ -30,16 +29,7 @@ from sam_mix_monai.data.dataset import SliceTable
 from sam_mix_monai.data.h5store import CaseSlices, SliceStoreWriter
 from sam_mix_monai.data.legacy import write_legacy_file
 from sam_mix_monai.transforms import SlicingConfig
-
-
-def _best(fn, repeats: int = 3) -> float:
-    """Best wall time of ``repeats`` runs (the least disturbed by other load)."""
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+from _common import best_time  # noqa: E402 (benchmarks/ is on sys.path when run as a script)
 
 
 def bench_reads(tmp: Path, n: int, size: int, batch: int, batches: int) -> dict:
@@ -72,8 +62,8 @@ def bench_reads(tmp: Path, n: int, size: int, batch: int, batches: int) -> dict:
     total = batch * batches
     os.sync()  # let the writes above settle before timing reads
     read_ours(), read_original()  # warm the page cache for both files alike
-    t_ours = min(_best(read_ours, 1) for _ in range(5))
-    t_orig = min(_best(read_original, 1) for _ in range(5))
+    t_ours = best_time(read_ours, 5)
+    t_orig = best_time(read_original, 5)
     f.close()
     return {"slices": n, "size": size, "batch": batch, "ours_slices_per_s": total / t_ours,
             "original_slices_per_s": total / t_orig, "speedup": t_orig / t_ours}
@@ -93,7 +83,7 @@ def bench_convert(tmp: Path, depth: int) -> dict:
     nib.save(nib.Nifti1Image(liver.astype(np.uint8), aff), str(root / "segmentation-0.nii"))
     del img, liver
     out = tmp / "c.h5"
-    secs = _best(lambda: convert(root, out, "lits", SlicingConfig(), {"train": 1.0}, workers=1, progress=False), 2)
+    secs = best_time(lambda: convert(root, out, "lits", SlicingConfig(), {"train": 1.0}, workers=1, progress=False), 2)
     with h5py.File(out) as f:
         kept = f["image"].shape[0]
     return {"volume": f"512x512x{depth} int16 .nii", "seconds_per_volume": secs, "slices_kept": kept,

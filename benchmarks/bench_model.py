@@ -18,23 +18,13 @@ import argparse
 import json
 import os
 import platform
-import time
 from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from sam_mix_monai.networks import ModelConfig, build_model
-
-
-def _best(fn, repeats: int) -> float:
-    """Best wall time of ``repeats`` runs."""
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+from _common import best_time  # noqa: E402 (benchmarks/ is on sys.path when run as a script)
 
 
 def _flops(net: torch.nn.Module, x: torch.Tensor) -> dict[str, float]:
@@ -59,8 +49,8 @@ def bench(size: str, image_size: int, batch: int, repeats: int, batched_repeats:
     flops = _flops(net, x1)
     with torch.no_grad():
         net(x1)  # warm-up
-        t1 = _best(lambda: net(x1), repeats)
-        tb = _best(lambda: net(xb), batched_repeats)
+        t1 = best_time(lambda: net(x1), repeats)
+        tb = best_time(lambda: net(xb), batched_repeats)
     return {
         "size": size,
         "encoder_mode": mode,

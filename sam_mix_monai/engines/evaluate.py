@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -25,6 +23,7 @@ from sam_mix_monai.data import SliceDataset
 from sam_mix_monai.engines.distributed import rank, resolve_device, world_size
 from sam_mix_monai.engines.evaluator import build_evaluator
 from sam_mix_monai.engines.loaders import evaluation_loader
+from sam_mix_monai.networks.checkpoint import safe_torch_load
 from sam_mix_monai.networks.registry import ModelConfig, build_model
 from sam_mix_monai.utils.errors import InputError, PathLike
 
@@ -34,12 +33,7 @@ __all__ = ["load_network", "evaluate_dataset", "evaluate_checkpoint", "format_re
 def read_checkpoint(path: PathLike) -> dict[str, Any]:
     """Load a training checkpoint safely (``weights_only=True``), with one-line errors."""
     p = Path(path)
-    if not p.is_file():
-        raise InputError(p, "checkpoint not found")
-    try:
-        ckpt = torch.load(p, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        raise InputError(p, f"not a readable training checkpoint ({str(e).splitlines()[0][:200]})") from None
+    ckpt = safe_torch_load(p)
     if not isinstance(ckpt, dict) or "network" not in ckpt:
         raise InputError(p, "not a training checkpoint of this project (no 'network' entry)")
     if not isinstance(ckpt.get("config"), dict) or "model" not in ckpt["config"]:

@@ -17,9 +17,6 @@ Every problem is raised as :class:`~sam_mix_monai.utils.errors.InputError` namin
 
 from __future__ import annotations
 
-import os
-import pickle
-import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -28,6 +25,7 @@ from pydantic import ValidationError
 from torch import nn
 
 from sam_mix_monai.networks import ModelConfig, SAMMixInference, build_model
+from sam_mix_monai.networks.checkpoint import safe_torch_load
 from sam_mix_monai.utils.errors import InputError, PathLike
 
 __all__ = [
@@ -45,21 +43,6 @@ __all__ = [
 #: Model names volume inference can run (SAM-PP needs a point prompt per slice).
 INFERABLE_MODELS = ("sam_mix", "unet")
 _SHOW = 4
-
-
-def safe_torch_load(path: PathLike) -> Any:
-    """``torch.load(path, map_location="cpu", weights_only=True)`` with one-line :class:`InputError` s."""
-    if not os.path.isfile(path):
-        raise InputError(path, "checkpoint file not found")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if re.search(r"not an allowed global|Unsupported (global|class)", str(e)):
-            raise InputError(path, "refused to load: the checkpoint's pickle would run code (only tensors and plain "
-                             "containers are accepted, torch.load weights_only=True)") from e
-        raise InputError(path, "not a readable PyTorch checkpoint (corrupt or not a torch.save file)") from e
-    except Exception as e:  # corrupt zip, truncated file, not a torch file
-        raise InputError(path, f"not a readable PyTorch checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
 
 
 def _read(path: PathLike) -> tuple[dict[str, torch.Tensor], ModelConfig, Mapping[str, Any]]:

@@ -26,7 +26,7 @@ from torch import nn
 from sam_mix_monai.networks.lora import is_lora_key
 from sam_mix_monai.utils.errors import InputError, PathLike
 
-__all__ = ["read_state_dict", "adapt_sam_state_dict", "load_sam_checkpoint"]
+__all__ = ["safe_torch_load", "read_state_dict", "adapt_sam_state_dict", "load_sam_checkpoint"]
 
 _SHOW = 5  # keys named in an error message
 
@@ -34,6 +34,34 @@ _SHOW = 5  # keys named in an error message
 def _preview(keys: list[str]) -> str:
     head = ", ".join(keys[:_SHOW])
     return f"{len(keys)} ({head}{', ...' if len(keys) > _SHOW else ''})"
+
+
+def safe_torch_load(path: PathLike) -> Any:
+    """``torch.load(path, map_location="cpu", weights_only=True)`` with one-line errors.
+
+    The one checkpoint reader of the project: SAM/MedSAM weights, training checkpoints and
+    bundle weights all come through it.
+
+    Raises:
+        InputError: missing file, a pickle that would run code, or an unreadable file.
+    """
+    if not os.path.isfile(path):
+        raise InputError(path, "checkpoint file not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        msg = str(e)
+        found = re.search(r"GLOBAL (\S+) was not an allowed global", msg)
+        if found or re.search(r"not an allowed global|Unsupported (global|class)", msg):
+            what = f" (it calls {found.group(1)})" if found else ""
+            raise InputError(
+                path,
+                f"refused to load: the checkpoint's pickle would run code{what}; only plain state dicts "
+                "of tensors are accepted (torch.load weights_only=True)",
+            ) from e
+        raise InputError(path, "not a readable PyTorch checkpoint (corrupt or not a torch.save file)") from e
+    except Exception as e:  # corrupt zip, truncated file, not a torch file at all
+        raise InputError(path, f"not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
 
 
 def read_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
@@ -49,23 +77,7 @@ def read_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
     Raises:
         InputError: missing file, unsafe pickle, unreadable file, or no state dict inside.
     """
-    if not os.path.isfile(path):
-        raise InputError(path, "checkpoint file not found")
-    try:
-        obj: Any = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        msg = str(e)
-        found = re.search(r"GLOBAL (\S+) was not an allowed global", msg)
-        if found or re.search(r"Unsupported (global|class)", msg):
-            what = f" (it calls {found.group(1)})" if found else ""
-            raise InputError(
-                path,
-                f"refused to load: the checkpoint's pickle would run code{what}; only plain state dicts "
-                "of tensors are accepted (torch.load weights_only=True)",
-            ) from e
-        raise InputError(path, "not a readable PyTorch checkpoint (corrupt or not a torch.save file)") from e
-    except Exception as e:  # corrupt zip, truncated file, not a torch file at all
-        raise InputError(path, f"not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
+    obj: Any = safe_torch_load(path)
     for wrapper in ("model", "state_dict"):
         if isinstance(obj, Mapping) and isinstance(obj.get(wrapper), Mapping):
             obj = obj[wrapper]

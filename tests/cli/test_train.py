@@ -48,7 +48,7 @@ def test_bad_overrides_and_resume(tiny_phantom, tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path / "nowhere")]) == 2
     assert "not a run directory" in _error_line(capsys)
     assert main(["evaluate", "--checkpoint", str(tmp_path / "none.pt"), "--data", str(tiny_phantom[0])]) == 2
-    assert "checkpoint not found" in _error_line(capsys)
+    assert "checkpoint file not found" in _error_line(capsys)
 
 
 def test_console_script_exit_code(tmp_path):

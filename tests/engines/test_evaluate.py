@@ -23,7 +23,7 @@ def test_checkpoint_round_trip(tiny_phantom, tmp_path):
 
 def test_bad_checkpoints(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(InputError, match="not a readable training checkpoint"):
+    with pytest.raises(InputError, match="not a readable PyTorch checkpoint"):
         load_network(tmp_path / "junk.pt")
     torch.save({"network": {}}, tmp_path / "noconfig.pt")
     with pytest.raises(InputError, match="no model configuration"):
