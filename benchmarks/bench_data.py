@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
-from datetime import date
 from pathlib import Path
 
 import h5py
@@ -30,6 +28,7 @@ from sam_mix_monai.data.h5store import CaseSlices, SliceStoreWriter
 from sam_mix_monai.data.legacy import write_legacy_file
 from sam_mix_monai.transforms import SlicingConfig
 from _common import best_time  # noqa: E402 (benchmarks/ is on sys.path when run as a script)
+from _meta import run_meta  # noqa: E402
 
 
 def bench_reads(tmp: Path, n: int, size: int, batch: int, batches: int) -> dict:
@@ -103,8 +102,7 @@ def main() -> None:
         reads = bench_reads(Path(d), a.slices, 256, 32, 100)
     with tempfile.TemporaryDirectory() as d:
         conv = bench_convert(Path(d), a.depth)
-    res = {"date": str(date.today()), "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
-           "reads": reads, "convert": conv}
+    res = {"meta": run_meta(), "reads": reads, "convert": conv}
     print(f"random-access reads, batches of {reads['batch']} slices of {reads['size']}^2 from {reads['slices']} slices:")
     print(f"  our layout (adapter):        {reads['ours_slices_per_s']:>10.0f} slices/s")
     print(f"  original one-group-per-slice:{reads['original_slices_per_s']:>10.0f} slices/s")

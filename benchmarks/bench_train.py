@@ -16,11 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 
 import torch
@@ -30,6 +27,7 @@ from ignite.handlers import BasicTimeProfiler
 from sam_mix_monai.engines.config import PhantomDataConfig, load_config
 from sam_mix_monai.engines.phantom_data import ensure_phantom_data
 from sam_mix_monai.engines.run import build_training
+from _meta import run_meta  # noqa: E402 (benchmarks/ is on sys.path when run as a script)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -97,7 +95,7 @@ def main() -> None:
         if not store.is_file():
             store, _ = ensure_phantom_data(PhantomDataConfig(root=Path(tmp) / "phantom", cases_a=4, cases_b=1),
                                            progress=False)
-        results = {"date": str(date.today()), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        results = {"meta": run_meta(args.threads),
                    "runs": [bench(store, Path(tmp) / f"run{w}", args.iterations, w, args.threads) for w in (0, 1)]}
     for r in results["runs"]:
         print(f"compact SAM-Mix, CPU, {r['threads']} thread(s), {r['data_workers']} data worker(s): "

@@ -1,0 +1,130 @@
+"""Write ``docs/benchmarks.md`` from the benchmark records in ``runs/bench/*.json`` (``make bench``).
+
+Every figure in the page comes from a JSON file a benchmark script wrote in the same ``make bench``
+run; each section names its command, machine, date and load, and gives each figure next to the
+reference measured in the same run (the original layout, the naive ``SamPredictor`` path, the
+machine's GEMM peak). A benchmark that did not run is reported as missing, never filled in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _f(v: Any, fmt: str = ".2f") -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def _meta_lines(meta: dict) -> list[str]:
+    return [
+        f"- command: `{meta.get('command', '?')}`",
+        f"- machine: {meta.get('machine', '?')}; torch {meta.get('torch', '?')}, {meta.get('threads', '?')} thread(s)",
+        f"- date: {meta.get('date', '?')}; load average at start {meta.get('load_average_1min', '?')}; "
+        f"commit {meta.get('commit', '?')}",
+        "",
+    ]
+
+
+def data_section(r: dict) -> list[str]:
+    """Slice-store reads against the original layout; converter time."""
+    rd, cv = r["reads"], r["convert"]
+    return [
+        "## Data: slice store reads and conversion (`make bench-data`)", "", *_meta_lines(r["meta"]),
+        f"Random-access batches of {rd['batch']} slices of {rd['size']}² from a {rd['slices']}-slice store (tmpfs), "
+        "through the training adapter, against the original SAM-Mix one-group-per-slice HDF5 layout read with h5py:",
+        "",
+        "| layout | slices/s | ratio |",
+        "|---|---|---|",
+        f"| ours (`SliceDataset`, chunked arrays) | {rd['ours_slices_per_s']:.0f} | **{rd['speedup']:.1f}×** |",
+        f"| original (`Slice{{i}}/Slice` groups) — same-run reference | {rd['original_slices_per_s']:.0f} | 1× |",
+        "",
+        f"Converter: one {cv['volume']} volume in **{cv['seconds_per_volume']:.2f} s** "
+        f"({cv['input_slices_per_s']:.0f} input slices/s, {cv['slices_kept']} slices kept; goal < 5 s).",
+        "",
+    ]
+
+
+def train_section(r: dict) -> list[str]:
+    """Training throughput and the share of step time spent waiting for data."""
+    lines = ["## Training throughput (`make bench-train`)", "", *_meta_lines(r["meta"]),
+             "Same-run reference: the iteration's own step time; the ratio is the share of it spent waiting for data.",
+             "", "| model | data workers | threads | s/iteration | labelled slices/s | all slices/s | data wait |",
+             "|---|---|---|---|---|---|---|"]
+    for x in r["runs"]:
+        lines.append(f"| {x['model']} | {x['data_workers']} | {x['threads']} | {x['seconds_per_iteration']:.3f} | "
+                     f"{x['labelled_slices_per_s']:.1f} | {x['all_slices_per_s']:.1f} | {100 * x['data_wait_share']:.1f}% |")
+    return lines + [""]
+
+
+def model_section(r: dict) -> list[str]:
+    """Parameters, FLOPs and latency per slice of the network sizes."""
+    lines = ["## Network cost per slice (`make bench-model`)", "", *_meta_lines(r["meta"])]
+    peak = r.get("gemm_peak_gflops")
+    if peak:
+        lines += [f"Same-run reference: fp32 GEMM peak of this machine at the same thread count, "
+                  f"**{peak:.0f} GFLOP/s** (`torch.mm`, best of several).", ""]
+    lines += ["| size | encoder | params (M) | trainable (M) | GFLOP/slice (classifier / encoder / rest) | s/slice B=1 | "
+              "s/slice batched | GFLOP/s achieved (batched) | of GEMM peak |", "|---|---|---|---|---|---|---|---|---|"]
+    for x in r["results"]:
+        g = x["gflops_per_slice"]
+        batched = next((v for k, v in x.items() if k.startswith("latency_batched")), None)
+        rate = g["total"] / batched if batched else None
+        lines.append(f"| {x['size']} | {x['encoder_mode']} | {x['params_total_M']:.2f} | {x['params_trainable_M']:.2f} | "
+                     f"{g['total']:.2f} ({g['classifier']:.2f} / {g['image_encoder']:.2f} / {g['rest']:.2f}) | "
+                     f"{x['latency_unbatched_s_per_slice']:.3f} | {_f(batched, '.3f')} | {_f(rate, '.1f')} | "
+                     f"{_f(100 * rate / peak if rate and peak else None, '.0f')}% |")
+    return lines + [""]
+
+
+def infer_section(r: dict) -> list[str]:
+    """Volume inference against the naive per-slice SamPredictor path; memory; FLOP/s against the GEMM peak."""
+    lines = ["## Volume inference (`make bench-infer`)", "", *_meta_lines(r["meta"])]
+    lines += ["```", json.dumps({k: v for k, v in r.items() if k != "meta"}, indent=1)[:4000], "```", ""]
+    return lines
+
+
+SECTIONS: tuple[tuple[str, Callable[[dict], list[str]]], ...] = (
+    ("bench_data.json", data_section),
+    ("bench_model.json", model_section),
+    ("bench_train.json", train_section),
+    ("bench_infer.json", infer_section),
+)
+
+
+def render(bench_dir: Path) -> str:
+    """The whole page from the JSON records in ``bench_dir``."""
+    lines = ["# Benchmarks", "",
+             "Written by `make bench` (`benchmarks/report.py`) from the records the benchmark scripts wrote in "
+             f"`{bench_dir.relative_to(ROOT) if bench_dir.is_relative_to(ROOT) else bench_dir}`. "
+             "Re-run `make bench` to refresh every figure on your machine. Timings on a shared machine are noisy: "
+             "each section gives the load average when it started.", ""]
+    for name, section in SECTIONS:
+        path = bench_dir / name
+        if not path.is_file():
+            lines += [f"## {name}", "", f"Not run: `{path}` is missing.", ""]
+            continue
+        try:
+            lines += section(json.loads(path.read_text()))
+        except (KeyError, TypeError, ValueError) as e:
+            lines += [f"## {name}", "", f"Unreadable record `{path}` ({type(e).__name__}: {e}); re-run its benchmark.", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bench-dir", type=Path, default=ROOT / "runs" / "bench")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    a = ap.parse_args()
+    text = render(a.bench_dir.resolve())
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(text)
+    print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()
