@@ -110,7 +110,7 @@ def _run_one(job: TrainJob, threads: int, stream: bool, lock: threading.Lock) ->
         return JobResult(job, "skipped", 0.0, 0, read_results(job.run_dir), log)
     log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    with open(log, "a") as fh:
+    with open(log, "a", buffering=1) as fh:  # line-buffered: a killed job keeps its log
         proc = subprocess.Popen(train_command(job, threads), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, bufsize=1)
         assert proc.stdout is not None

@@ -34,9 +34,20 @@ __all__ = [
     "paper_table",
     "parse_markdown_table",
     "parse_mean_sd",
+    "PAPER_RESULTS",
+    "paper_reference_table",
 ]
 
 DOMAINS = {"in": "in-domain", "cross": "cross-domain"}
+
+#: Ward & Imran, ISBI 2025 (arXiv 2412.08575): per-slice Dice / HD (px), LiTS and 20 TotalSegmentator scans.
+PAPER_RESULTS: dict[str, tuple[float, float, float, float]] = {
+    "U-Net": (0.897, 13.50, 0.669, 29.59),
+    "SAM-PP-50": (0.726, 30.99, 0.579, 46.51),
+    "SAM-Mix-5": (0.919, 15.14, 0.807, 17.57),
+    "SAM-Mix-50": (0.948, 9.84, 0.923, 11.16),
+    "SAM-Mix-100": (0.941, 14.67, 0.921, 12.93),
+}
 
 # protocol -> ((metric key, column title, decimals), ...)
 PROTOCOL_COLUMNS: dict[str, tuple[tuple[str, str, int], ...]] = {
@@ -142,3 +153,10 @@ def parse_mean_sd(cell: str) -> tuple[float, float | None]:
         return math.nan, None
     parts = [p.strip() for p in cell.split("±")]
     return float(parts[0]), float(parts[1]) if len(parts) > 1 else None
+
+
+def paper_reference_table() -> str:
+    """The paper's table (:data:`PAPER_RESULTS`, means only) in the same format as ours."""
+    rows = {m: [{"in/slice2d_dice": v[0], "in/slice2d_hd": v[1], "cross/slice2d_dice": v[2], "cross/slice2d_hd": v[3]}]
+            for m, v in PAPER_RESULTS.items()}
+    return paper_table(rows, "slice2d", domain_titles={"in": "LiTS", "cross": "TotalSeg"})
