@@ -22,6 +22,7 @@ from sam_mix_monai.utils.errors import InputError
 COMMANDS = (
     "phantom",
     "convert",
+    "pretrain",
     "train",
     "evaluate",
     "infer",
