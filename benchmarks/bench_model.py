@@ -21,21 +21,9 @@ import platform
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from sam_mix_monai.networks import ModelConfig, build_model
-from _common import best_time  # noqa: E402 (benchmarks/ is on sys.path when run as a script)
-
-
-def _flops(net: torch.nn.Module, x: torch.Tensor) -> dict[str, float]:
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        net(x)
-    per_module = {k: sum(v.values()) for k, v in counter.get_flop_counts().items()}
-    total = counter.get_total_flops()
-    cls = per_module.get("SAMMix.classifier", 0)
-    enc = per_module.get("SAMMix.sam.image_encoder", 0)
-    rest = total - cls - enc
-    return {"total": total / 1e9, "classifier": cls / 1e9, "image_encoder": enc / 1e9, "rest": rest / 1e9}
+from _common import best_time, sam_mix_gflops  # noqa: E402 (benchmarks/ is on sys.path when run as a script)
 
 
 def bench(size: str, image_size: int, batch: int, repeats: int, batched_repeats: int) -> dict:
@@ -46,7 +34,7 @@ def bench(size: str, image_size: int, batch: int, repeats: int, batched_repeats:
     trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
     x1 = torch.rand(1, 1, image_size, image_size)
     xb = torch.rand(batch, 1, image_size, image_size)
-    flops = _flops(net, x1)
+    flops = sam_mix_gflops(net, x1)
     with torch.no_grad():
         net(x1)  # warm-up
         t1 = best_time(lambda: net(x1), repeats)

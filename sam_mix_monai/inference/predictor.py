@@ -3,12 +3,20 @@
 :class:`SlicePredictor` accepts
 
 * :class:`~sam_mix_monai.networks.SAMMix` (dict output): logits of the chosen mask, gated by the
-  classifier (liver-free slices get :data:`~sam_mix_monai.networks.GATED_LOGIT`), with the liver
-  probability and the predicted IoU of each slice;
+  classifier (liver-free slices get :data:`~sam_mix_monai.networks.GATED_LOGIT` and a NaN predicted
+  IoU), with the liver probability and the predicted IoU of each slice;
 * :class:`~sam_mix_monai.networks.SAMMixInference` (the bundle's ``network_def``): the same, read
   from its inner network with the wrapper's threshold;
 * :class:`~sam_mix_monai.networks.UNetSeg` (dict with ``mask_logits`` only): logits, no scores;
 * any module returning one ``(B, 1, S, S)`` tensor (TorchScript / exported models): logits only.
+
+**Gate skipping.** For SAM-Mix the predictor runs the network's two stages itself:
+:meth:`SAMMix.prompt <sam_mix_monai.networks.SAMMix.prompt>` (classifier, CAM, prompts) on the whole
+batch, then :meth:`SAMMix.segment <sam_mix_monai.networks.SAMMix.segment>` (the SAM branch) only on
+the slices whose liver probability reaches the threshold; when none does, SAM does not run at all.
+The result equals the gated output of the full forward pass (up to float rounding of a smaller
+batch). ``skip_gated=False`` runs SAM on every slice (the full forward pass, then the gate): the
+worst case, what a network that passes every slice costs.
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ class SliceOutput:
     Attributes:
         logits: (B, 1, S, S) float mask logits (gated slices hold a large negative logit).
         liver_prob: (B,) classifier liver probability, or ``None``.
-        chosen_iou: (B,) SAM's predicted IoU of the chosen mask, or ``None``.
+        chosen_iou: (B,) SAM's predicted IoU of the chosen mask (NaN on gated slices), or ``None``.
     """
 
     logits: torch.Tensor
@@ -52,6 +60,8 @@ class SlicePredictor:
         device: device to run on (``None``: the network's).
         precision: ``fp32``, ``bf16`` (autocast; about 1.7-2x faster on CPUs with AVX-512 BF16 or AMX)
             or ``fp16`` (autocast, CUDA only).
+        skip_gated: SAM-Mix only: run the SAM branch only on slices that pass the classifier gate
+            (``False``: on every slice, then gate; same output, the worst-case cost).
     """
 
     def __init__(
@@ -60,10 +70,12 @@ class SlicePredictor:
         cls_threshold: float | None = None,
         device: torch.device | str | None = None,
         precision: str = "fp32",
+        skip_gated: bool = True,
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.precision = precision
+        self.skip_gated = bool(skip_gated)
         if device is not None:
             network = network.to(device)
         self.network = network.eval()
@@ -107,10 +119,34 @@ class SlicePredictor:
                     else contextlib.nullcontext())
         with autocast:
             if self.sam_mix is not None:
-                out = self.sam_mix(x)
-                logits = gate_logits(out["mask_logits"].float(), out["liver_prob"].float(), self.cls_threshold, GATED_LOGIT)
-                return SliceOutput(logits.cpu(), out["liver_prob"].float().cpu(), out["chosen_iou"].float().cpu())
+                return self._sam_mix(x) if self.skip_gated else self._sam_mix_full(x)
             out = self.network(x)
         if isinstance(out, dict):
             out = out["mask_logits"]
         return SliceOutput(out.float().cpu())
+
+    def _sam_mix_full(self, x: torch.Tensor) -> SliceOutput:
+        """Full forward pass (SAM on every slice), then the gate."""
+        out = self.sam_mix(x)
+        prob = out["liver_prob"].float()
+        logits = gate_logits(out["mask_logits"].float(), prob, self.cls_threshold, GATED_LOGIT)
+        iou = out["chosen_iou"].float().masked_fill(prob < self.cls_threshold, float("nan"))
+        return SliceOutput(logits.cpu(), prob.cpu(), iou.cpu())
+
+    def _sam_mix(self, x: torch.Tensor) -> SliceOutput:
+        """Prompt stage on every slice, SAM stage only on the slices that pass the gate."""
+        net = self.sam_mix
+        prompts = net.prompt(x)
+        prob = prompts["liver_prob"].float()
+        keep = torch.nonzero(prob >= self.cls_threshold).flatten()
+        b, size = x.shape[0], x.shape[-2:]
+        logits = torch.full((b, 1, *size), GATED_LOGIT, dtype=torch.float32, device=x.device)
+        iou = torch.full((b,), float("nan"), dtype=torch.float32, device=x.device)
+        if keep.numel():
+            if keep.numel() < b:
+                prompts = {k: v[keep] for k, v in prompts.items()}
+            out = net.segment(prompts["image"], prompts)
+            mask = net.resize_outputs({"mask_logits": out["mask_logits"]}, size)["mask_logits"]  # as forward does
+            logits[keep] = mask.float()
+            iou[keep] = out["chosen_iou"].float()
+        return SliceOutput(logits.cpu(), prob.cpu(), iou.cpu())

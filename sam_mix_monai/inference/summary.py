@@ -7,7 +7,9 @@ Fields (``None`` where the network gives no scores, e.g. a U-Net or an exported 
 * ``mean_classifier_confidence``: mean over all slices of ``max(p, 1 - p)``, ``p`` the liver
   probability: how decided the classifier gate was (0.5 = coin toss, 1 = certain);
 * ``mean_liver_prob``: mean liver probability over the slices that hold mask voxels;
-* ``mean_predicted_iou``: mean of SAM's IoU prediction for the chosen mask over those slices;
+* ``mean_predicted_iou``: mean of SAM's IoU prediction for the chosen mask over those slices
+  (slices the classifier gate skipped have no prediction, NaN, and no mask voxels: they never count;
+  NaN values are ignored, and a mean over none is ``None``);
 * ``quality``: ``"ok"`` or ``"check"``; ``quality_reasons`` lists why (no liver found, a mean
   classifier confidence under :data:`MIN_CONFIDENCE`, a mean predicted IoU under :data:`MIN_IOU`,
   a liver volume outside :data:`LIVER_ML_RANGE`).
@@ -57,7 +59,7 @@ def case_summary(
         mask: ``(X, Y, Z)`` binary mask on the input grid.
         geometry: the input grid.
         liver_prob: per canonical slice classifier probability, or ``None``.
-        chosen_iou: per canonical slice predicted IoU, or ``None``.
+        chosen_iou: per canonical slice predicted IoU (NaN where SAM did not run), or ``None``.
         extra: more fields to store first (case id, paths, timings).
 
     Returns:

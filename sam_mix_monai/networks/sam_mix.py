@@ -9,9 +9,31 @@
 
 The prompt path is computed without gradients (it is thresholded anyway): the classifier learns
 from its own classification loss only, SAM from the segmentation loss.
+
+The network runs in two public stages, which :meth:`SAMMix.forward` composes:
+
+1. :meth:`SAMMix.prompt` (classifier, closed-form GradCAM, box and dense prompt) on every slice;
+2. :meth:`SAMMix.segment` (the SAM branch) on the slices and prompts it is given.
+
+``forward`` runs SAM on every slice (training, export). Inference
+(:class:`sam_mix_monai.inference.SlicePredictor`) runs stage 2 only on the slices whose liver
+probability passes the classifier gate: the SAM branch is the expensive part, and many axial
+slices of a CT hold no liver.
+
+Example:
+    >>> from sam_mix_monai.networks import ModelConfig, build_model
+    >>> net = build_model(ModelConfig(size="compact", image_size=64)).eval()
+    >>> with torch.no_grad():
+    ...     p = net.prompt(torch.rand(3, 1, 64, 64))
+    ...     keep = torch.tensor([0, 2])
+    ...     out = net.segment(p["image"][keep], {k: v[keep] for k, v in p.items()})
+    >>> out["mask_logits"].shape, p["boxes"].shape
+    (torch.Size([2, 1, 64, 64]), torch.Size([3, 4]))
 """
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +47,8 @@ from sam_mix_monai.networks.decoding import sam_forward
 __all__ = ["SAMMix"]
 
 LIVER = 1
+#: Prompt-stage entries :meth:`SAMMix.forward` returns (besides SAM's), in this order.
+_PROMPT_OUTPUTS = ("class_logits", "liver_prob", "liver_present", "cam", "cam_mask", "boxes", "box_fallback")
 
 
 class SAMMix(nn.Module):
@@ -70,8 +94,97 @@ class SAMMix(nn.Module):
         """Square input size of the SAM branch (and of the classifier)."""
         return int(self.sam.image_encoder.img_size)
 
+    def prompt(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Stage 1: classifier, closed-form GradCAM and the CAM prompts (no SAM).
+
+        The class logits keep their graph (the classification loss trains the classifier); the CAM
+        and the prompts derived from it are computed without gradients.
+
+        Args:
+            image: (B, 1, H, W) CT slices in [0, 1]; resized (bilinear) to ``image_size`` when needed.
+
+        Returns:
+            dict of tensors, all at the SAM input size ``S = image_size``:
+
+            - ``image`` (B, 1, S, S): the (resized) input, what :meth:`segment` takes;
+            - ``class_logits`` (B, 2) (index 1 = liver), ``liver_prob`` (B,) float32,
+              ``liver_present`` (B,) bool (``liver_prob >= cls_threshold``);
+            - ``cam`` (B, 1, S, S) min-max normalised GradCAM of the liver class;
+            - ``cam_mask`` (B, 1, S, S) float {0, 1}: largest thresholded CAM component;
+            - ``boxes`` (B, 4) (x1, y1, x2, y2) in SAM input pixels; ``box_fallback`` (B,) bool;
+            - ``dense_prompt`` (B, 1, S/4, S/4): the CAM mask area-downsampled to SAM's mask-input grid.
+
+            Every entry is indexed by slice along dim 0, so ``{k: v[idx] for k, v in p.items()}``
+            selects the prompts of a subset of slices for :meth:`segment`.
+        """
+        s = self.image_size
+        x = image
+        if tuple(image.shape[-2:]) != (s, s):
+            x = F.interpolate(image, size=(s, s), mode="bilinear", align_corners=False)
+        class_logits, feats = self.classifier(x)
+        with torch.no_grad():
+            cam = closed_form_gradcam(feats.detach(), self.classifier.fc.weight.detach(), LIVER)
+            prompts = cam_prompts(cam, (s, s), self.cam_threshold, self.lcc_iterations, self.fallback_fraction)
+            # Area downsampling (average pooling) of the binary CAM mask to SAM's mask-input grid
+            # (S/4); avg_pool2d rather than interpolate(mode="area"), which ONNX cannot export.
+            factor = s // int(self.sam.prompt_encoder.mask_input_size[0])
+            dense = F.avg_pool2d(prompts["cam_mask"], factor)
+        liver_prob = torch.softmax(class_logits.float(), dim=1)[:, LIVER]
+        return {
+            "image": x,
+            "class_logits": class_logits,
+            "liver_prob": liver_prob,
+            "liver_present": liver_prob >= self.cls_threshold,
+            "cam": prompts["cam"],
+            "cam_mask": prompts["cam_mask"],
+            "boxes": prompts["boxes"],
+            "box_fallback": prompts["box_fallback"],
+            "dense_prompt": dense,
+        }
+
+    def segment(self, x: torch.Tensor, prompts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Stage 2: the SAM branch (:func:`.decoding.sam_forward`) prompted by :meth:`prompt`'s output.
+
+        Args:
+            x: (B, 1, S, S) slices at the SAM input size (``prompt(image)["image"]``).
+            prompts: :meth:`prompt`'s output for the same B slices (``boxes`` is used when
+                ``use_box``, ``dense_prompt`` when ``use_mask``; other entries are ignored).
+
+        Returns:
+            dict at the SAM input size: ``mask_logits`` (B, 1, S, S) (highest predicted IoU),
+            ``all_mask_logits`` (B, 3, S, S), ``iou_pred`` (B, 3), ``chosen_iou`` (B,),
+            ``low_res_logits`` (B, 1, S/4, S/4).
+        """
+        boxes = prompts["boxes"] if self.use_box else None
+        dense = prompts["dense_prompt"] if self.use_mask else None
+        return sam_forward(self.sam, x, boxes=boxes, mask_prompt=dense)
+
+    @staticmethod
+    def resize_outputs(out: dict[str, torch.Tensor], size: Sequence[int]) -> dict[str, torch.Tensor]:
+        """Resize the full-resolution maps of an output dict to ``size`` (in place; returns ``out``).
+
+        ``mask_logits``, ``all_mask_logits`` and ``cam`` are resized bilinearly, ``cam_mask`` by
+        nearest neighbour; absent keys are skipped, everything else is left as it is.
+
+        Args:
+            out: output of :meth:`segment`, :meth:`prompt` or :meth:`forward` at the SAM input size.
+            size: ``(H, W)`` of the caller's input.
+        """
+        hw = (int(size[0]), int(size[1]))
+        for key in ("mask_logits", "all_mask_logits", "cam"):
+            if key in out and tuple(out[key].shape[-2:]) != hw:
+                out[key] = F.interpolate(out[key], size=hw, mode="bilinear", align_corners=False)
+        if "cam_mask" in out and tuple(out["cam_mask"].shape[-2:]) != hw:
+            out["cam_mask"] = F.interpolate(out["cam_mask"], size=hw, mode="nearest")
+        return out
+
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Segment a batch of slices.
+        """Segment a batch of slices: :meth:`prompt`, then :meth:`segment` on every slice.
+
+        Every slice goes through SAM, including those the classifier calls liver-free (training
+        needs them; :class:`.inference.SAMMixInference` and the exporters need static shapes).
+        :class:`sam_mix_monai.inference.SlicePredictor` runs the two stages itself and skips SAM on
+        gated slices.
 
         Args:
             image: (B, 1, H, W) CT slices in [0, 1]; resized (bilinear) to ``image_size`` when needed.
@@ -87,33 +200,7 @@ class SAMMix(nn.Module):
             - ``cam_mask`` (B, 1, H, W) float {0, 1}: largest thresholded CAM component;
             - ``boxes`` (B, 4) (x1, y1, x2, y2) in SAM input pixels; ``box_fallback`` (B,) bool.
         """
-        in_size = image.shape[-2:]
-        s = self.image_size
-        x = image
-        if tuple(in_size) != (s, s):
-            x = F.interpolate(image, size=(s, s), mode="bilinear", align_corners=False)
-        class_logits, feats = self.classifier(x)
-        with torch.no_grad():
-            cam = closed_form_gradcam(feats.detach(), self.classifier.fc.weight.detach(), LIVER)
-            prompts = cam_prompts(cam, (s, s), self.cam_threshold, self.lcc_iterations, self.fallback_fraction)
-            # Area downsampling (average pooling) of the binary CAM mask to SAM's mask-input grid
-            # (S/4); avg_pool2d rather than interpolate(mode="area"), which ONNX cannot export.
-            factor = s // int(self.sam.prompt_encoder.mask_input_size[0])
-            dense = F.avg_pool2d(prompts["cam_mask"], factor) if self.use_mask else None
-            boxes = prompts["boxes"] if self.use_box else None
-        out = sam_forward(self.sam, x, boxes=boxes, mask_prompt=dense)
-        liver_prob = torch.softmax(class_logits.float(), dim=1)[:, LIVER]
-        out.update(
-            class_logits=class_logits,
-            liver_prob=liver_prob,
-            liver_present=liver_prob >= self.cls_threshold,
-            cam=prompts["cam"],
-            cam_mask=prompts["cam_mask"],
-            boxes=prompts["boxes"],
-            box_fallback=prompts["box_fallback"],
-        )
-        if tuple(in_size) != (s, s):
-            for key in ("mask_logits", "all_mask_logits", "cam"):
-                out[key] = F.interpolate(out[key], size=in_size, mode="bilinear", align_corners=False)
-            out["cam_mask"] = F.interpolate(out["cam_mask"], size=in_size, mode="nearest")
-        return out
+        prompts = self.prompt(image)
+        out = self.segment(prompts["image"], prompts)
+        out.update({k: prompts[k] for k in _PROMPT_OUTPUTS})
+        return self.resize_outputs(out, image.shape[-2:])

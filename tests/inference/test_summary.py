@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -34,3 +35,21 @@ def test_no_scores_and_empty_mask() -> None:
     s = case_summary(np.zeros((8, 8, 8), np.uint8), geo)
     assert s["mean_classifier_confidence"] is None and s["mean_predicted_iou"] is None
     assert s["quality_reasons"] == ["no liver found"] and s["liver_slice_range"] is None
+
+
+def test_gated_slices_nan_iou_do_not_count() -> None:
+    """Slices the classifier gate skipped carry NaN IoU (SAM never ran there) and hold no mask."""
+    geo = AxialGeometry(np.eye(4), (20, 20, 6))  # RAS: array z = canonical z
+    mask = np.zeros((20, 20, 6), np.uint8)
+    mask[5:15, 5:15, 2:4] = 1
+    prob = np.array([0.1, 0.2, 0.9, 0.95, 0.3, 0.1], np.float32)
+    iou = np.array([np.nan, np.nan, 0.8, 0.6, np.nan, np.nan], np.float32)
+    s = case_summary(mask, geo, prob, iou)
+    assert s["mean_predicted_iou"] == 0.7 and s["slices_with_liver"] == 2
+    assert s["mean_classifier_confidence"] == round(float(np.maximum(prob, 1 - prob).mean()), 4)
+    # Everything gated: no mask, no IoU at all; no warning about an empty mean.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s = case_summary(np.zeros_like(mask), geo, prob, np.full(6, np.nan, np.float32))
+    assert s["mean_predicted_iou"] is None and s["mean_liver_prob"] is None
+    assert s["quality_reasons"] == ["no liver found"]

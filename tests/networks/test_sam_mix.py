@@ -105,3 +105,42 @@ def test_vit_b_sam_mix_forward_256() -> None:
         out = net(x)
     _check_sam_mix(out, 2, 256, 256)
     assert torch.isfinite(out["mask_logits"]).all()
+
+
+def test_prompt_and_segment_compose_forward() -> None:
+    torch.manual_seed(0)
+    net = build_model(ModelConfig(name="sam_mix", size="compact", image_size=64)).eval()
+    x, _ = mixed_batch(4, 96)  # resized to 64 inside, outputs mapped back to 96
+    sam_calls = []
+    handle = net.sam.register_forward_pre_hook(lambda m, a: sam_calls.append(1))
+    enc = net.sam.image_encoder.register_forward_hook(lambda m, a, o: sam_calls.append(a[0].shape[0]))
+    try:
+        with torch.no_grad():
+            p = net.prompt(x)
+            assert sam_calls == []  # the prompt stage never touches SAM
+            assert p["image"].shape == (4, 1, 64, 64) and p["dense_prompt"].shape == (4, 1, 16, 16)
+            assert p["cam"].shape == (4, 1, 64, 64) and p["liver_prob"].dtype == torch.float32
+            seg = net.segment(p["image"], p)
+            full = net(x)
+            keep = torch.tensor([1, 3])
+            sub = net.segment(p["image"][keep], {k: v[keep] for k, v in p.items()})
+    finally:
+        handle.remove()
+        enc.remove()
+    assert sam_calls == [4, 4, 2]
+    _check_sam_mix(full, 4, 96, 64)
+    composed = net.resize_outputs({**seg, **{k: p[k] for k in ("cam", "cam_mask")}}, (96, 96))
+    for key in ("mask_logits", "all_mask_logits", "iou_pred", "chosen_iou", "low_res_logits", "cam", "cam_mask"):
+        torch.testing.assert_close(composed[key], full[key], rtol=0, atol=0, msg=key)
+    for key in ("class_logits", "liver_prob", "liver_present", "boxes", "box_fallback"):
+        torch.testing.assert_close(p[key], full[key], rtol=0, atol=0, msg=key)
+    torch.testing.assert_close(sub["mask_logits"], seg["mask_logits"][keep], rtol=0, atol=1e-5)
+    torch.testing.assert_close(sub["chosen_iou"], seg["chosen_iou"][keep], rtol=0, atol=1e-5)
+
+
+def test_prompt_stage_gradients() -> None:
+    net = build_model(ModelConfig(name="sam_mix", size="compact", image_size=64))
+    x, _ = mixed_batch(2, 64)
+    p = net.prompt(x)
+    assert p["class_logits"].requires_grad  # trained by the classification loss
+    assert not any(p[k].requires_grad for k in ("cam", "cam_mask", "boxes", "dense_prompt"))
