@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 
 from sam_mix_monai.networks import ModelConfig, build_model
-from _common import best_time, sam_mix_gflops  # noqa: E402 (benchmarks/ is on sys.path when run as a script)
+from _common import best_time, gemm_peak, sam_mix_gflops  # noqa: E402 (benchmarks/ is on sys.path when run as a script)
+from _meta import run_meta  # noqa: E402
 
 
 def bench(size: str, image_size: int, batch: int, repeats: int, batched_repeats: int) -> dict:
@@ -85,8 +86,10 @@ def main() -> None:
             flush=True,
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "load_average": load}
-    args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    peak = gemm_peak(dtypes=("fp32",))["fp32"]  # same-run reference: this machine's fp32 matrix-product rate
+    print(f"fp32 GEMM peak (torch.mm 2048^2, best of 5): {peak:.0f} GFLOP/s")
+    meta = {**run_meta(), "load_average_1min": round(load, 2)}
+    args.out.write_text(json.dumps({"meta": meta, "gemm_peak_gflops": peak, "results": results}, indent=2))
     print(f"wrote {args.out}")
 
 
