@@ -20,9 +20,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from sam_mix_monai.utils.atomic import atomic_output
 from sam_mix_monai.utils.errors import PathLike
-from sam_mix_monai.utils.preview import save_overlay_grid
+from sam_mix_monai.utils.preview import save_figure, save_overlay_grid
 
 __all__ = ["dice_2d", "save_prediction_comparison", "save_cam_grid", "save_training_comparison", "PNG_SIGNATURE"]
 
@@ -151,11 +150,7 @@ def save_cam_grid(
             ax.set_title(titles[k], fontsize=8)
     fig.suptitle("GradCAM of 'liver present' (heat map) and its box prompt (yellow; dashed: fallback)", fontsize=9)
     fig.tight_layout()
-    target = Path(path)
-    with atomic_output(target) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return target
+    return save_figure(fig, path, dpi=100)
 
 
 def save_training_comparison(
@@ -209,8 +204,4 @@ def save_training_comparison(
             ax.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    target = Path(path)
-    with atomic_output(target) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
-    return target
+    return save_figure(fig, path, dpi=90)

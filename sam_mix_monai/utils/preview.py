@@ -11,6 +11,17 @@ from sam_mix_monai.utils.atomic import atomic_output
 from sam_mix_monai.utils.errors import PathLike
 
 
+def save_figure(fig, path: PathLike, dpi: int = 100) -> Path:
+    """Write a matplotlib figure as PNG atomically (never a half-written file), then close it."""
+    import matplotlib.pyplot as plt
+
+    target = Path(path)
+    with atomic_output(target, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
+    plt.close(fig)
+    return target
+
+
 def save_overlay_grid(
     images: Sequence[np.ndarray],
     path: PathLike,
@@ -57,8 +68,4 @@ def save_overlay_grid(
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout()
-    target = Path(path)
-    with atomic_output(target) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return target
+    return save_figure(fig, path, dpi=100)
