@@ -38,6 +38,7 @@ __all__ = [
     "dump_config",
     "format_validation_error",
     "load_config",
+    "read_yaml_mapping",
     "validate_config",
 ]
 
@@ -360,20 +361,34 @@ def load_config(path: PathLike, overrides: Sequence[str] = ()) -> ExperimentConf
         InputError: unreadable file, bad YAML, or a validation error (one line naming the key).
     """
     p = Path(path)
-    if not p.is_file():
-        raise InputError(p, "config file not found")
+    raw = read_yaml_mapping(p, "config", "a config must be a mapping of sections (model, data, train, ...)",
+                            missing="config file not found")
+    apply_overrides(raw, overrides)
+    return validate_config(raw, p)
+
+
+def read_yaml_mapping(path: Path, what: str, not_mapping: str, missing: str | None = None) -> dict[str, Any]:
+    """Read a YAML file that must hold a mapping; every problem is one :class:`InputError` naming ``path``.
+
+    Args:
+        path: the file.
+        what: what the file is, for messages ("config", "study config", ...).
+        not_mapping: the problem reported when the top level is not a mapping.
+        missing: the problem reported when the file does not exist (default ``"<what> not found"``).
+    """
+    if not path.is_file():
+        raise InputError(path, missing or f"{what} not found")
     try:
-        raw = yaml.safe_load(p.read_text()) or {}
+        raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise InputError(p, f"not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+        raise InputError(path, f"not valid YAML{where}: {getattr(e, 'problem', e)}") from None
     except OSError as e:
-        raise InputError(p, f"cannot read config ({e.strerror or e})") from None
+        raise InputError(path, f"cannot read {what} ({e.strerror or e})") from None
     if not isinstance(raw, dict):
-        raise InputError(p, "a config must be a mapping of sections (model, data, train, ...)")
-    apply_overrides(raw, overrides)
-    return validate_config(raw, p)
+        raise InputError(path, not_mapping)
+    return raw
 
 
 def validate_config(raw: dict[str, Any], source: PathLike | None = None) -> ExperimentConfig:

@@ -28,13 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from sam_mix_monai.engines.config import (
     ExperimentConfig,
     apply_overrides,
     format_validation_error,
+    read_yaml_mapping,
     validate_config,
 )
 from sam_mix_monai.utils.errors import InputError, PathLike
@@ -241,19 +241,7 @@ class Cell:
 
 
 def _read_yaml(path: Path, what: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise InputError(path, f"{what} not found")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise InputError(path, f"not valid YAML{where}: {getattr(e, 'problem', e)}") from None
-    except OSError as e:
-        raise InputError(path, f"cannot read {what} ({e.strerror or e})") from None
-    if not isinstance(raw, dict):
-        raise InputError(path, f"a {what} must be a mapping")
-    return raw
+    return read_yaml_mapping(path, what, f"a {what} must be a mapping")
 
 
 def load_study(path: PathLike, overrides: Sequence[str] = ()) -> StudyConfig:
