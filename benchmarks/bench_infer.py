@@ -71,6 +71,7 @@ from sam_mix_monai.networks import ModelConfig, adapt_sam_state_dict, build_mode
 from sam_mix_monai.networks.lora import is_lora_key
 from sam_mix_monai.transforms import HUWindow
 from _common import best_time, count_flops, gemm_peak  # noqa: E402 (benchmarks/ is on sys.path when run as a script)
+from _meta import run_meta  # noqa: E402
 
 DEPTH = 200
 VIT_CLASSIFIERS = {"resnet38": "vit_b + ResNet-38 (paper)", "compact": "vit_b + compact classifier (deployment)"}
@@ -335,7 +336,7 @@ def main() -> None:
     peaks = gemm_peak(a.gemm_size)  # measured again at the end; the higher (less disturbed) figure is used
     print(f"GEMM peak (torch.mm {a.gemm_size}^2, best of 5): fp32 {peaks['fp32']:.0f} GFLOP/s, "
           f"bf16 {peaks['bf16']:.0f} GFLOP/s (measured again at the end)", flush=True)
-    res: dict = {"meta": {"torch": torch.__version__, "threads": a.threads, "load_average": load, "depth": DEPTH,
+    res: dict = {"meta": {**run_meta(a.threads), "load_average": load, "depth": DEPTH,
                           "gemm_peak_gflops_per_s": {"size": a.gemm_size, "start": dict(peaks)}}}
     with tempfile.TemporaryDirectory(prefix="bench_infer_") as tmp_s:
         tmp = Path(tmp_s)

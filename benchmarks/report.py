@@ -137,6 +137,16 @@ def infer_section(r: dict) -> list[str]:
             lines.append(f"| {s_.get('label', key)} | {p} | {g['prompt']:.1f} + {g['sam']:.1f} | {a['seconds_per_volume']:.0f} "
                          f"| **{a['speedup']:.1f}×** | {gt['seconds_per_volume']:.0f} | **{gt['speedup']:.1f}×** "
                          f"| {_f(eff.get('total_gflops_per_s'), '.0f')} | {_pct(eff.get('total_fraction_of_peak'))} |")
+    if "resnet38" in v and nv.get("seconds_per_slice"):
+        peak = r["meta"].get("gemm_peak_gflops_per_s", {}).get("used", {})
+        prompt = v["resnet38"]["gflops_per_slice"]["prompt"]
+        bounds = {p: nv["seconds_per_slice"] / (prompt / peak[p]) for p in ("fp32", "bf16") if peak.get(p)}
+        if bounds:
+            verdict = ", so 30× cannot be reached with it here" if max(bounds.values()) < 30 else ""
+            lines += ["", f"Bound for the paper's classifier: the ResNet-38 prompt stage alone ({prompt:.0f} GFLOP/slice) "
+                          "run at 100% of the GEMM peak, with SAM free, is at most "
+                      + ", ".join(f"{p} {b:.1f}×" for p, b in bounds.items())
+                      + f" faster than the naive path on this machine{verdict}."]
     if "memory" in r:
         m = r["memory"]
         lines += ["", f"Peak memory: `sam-mix infer` (compact) on a 512×512×{m['depth']} `.nii.gz` peaked at "
