@@ -1,6 +1,6 @@
 """``sam-mix demo``: phantom data, two trainings in parallel, volume inference, figures, ``report.md``.
 
-The demo is described by a small YAML file (``configs/demo.yaml``, validated by :class:`DemoConfig`):
+The demo is described by a small YAML file (``configs/demo.yaml``, :mod:`.demo_config`):
 the experiment configs to train (SAM-Mix-50 and a U-Net-50 baseline), the model that segments the
 held-out volume, and how many slices the figures show. Steps:
 
@@ -34,78 +34,20 @@ from typing import Any, Sequence
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from sam_mix_monai.experiments.demo_config import (DemoConfig, DemoRunConfig, default_demo_config,
+                                                   load_demo_config)
 from sam_mix_monai.experiments.jobs import TrainJob, job_state, run_training_jobs
 from sam_mix_monai.experiments.report import (DemoSummary, InferenceOutcome, ModelRun, data_table, network_text,
                                               phantom_data_lines, write_report)
 from sam_mix_monai.utils.atomic import check_writable_dir
 from sam_mix_monai.utils.errors import InputError, PathLike
 
-__all__ = ["DemoConfig", "DemoResult", "DemoRunConfig", "default_demo_config", "load_demo_config", "run_demo"]
+__all__ = ["DemoResult", "run_demo"]
 
 logger = logging.getLogger(__name__)
 STEPS = 5
 CROSS_NAME = "phantom_b"
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class DemoRunConfig(_Strict):
-    """One model of the demo.
-
-    Attributes:
-        label: its row in the tables (e.g. ``SAM-Mix-50``).
-        config: experiment YAML, relative to the demo config's folder.
-        overrides: ``KEY=VALUE`` overrides of that config (e.g. a shorter schedule).
-    """
-
-    label: str = Field(min_length=1)
-    config: Path
-    overrides: list[str] = []
-
-
-class DemoConfig(_Strict):
-    """The demo.
-
-    Attributes:
-        runs: the models, in table order; their configs must share one ``phantom:`` section.
-        infer_model: label of the model that segments the held-out volume (``None``: the first SAM-Mix).
-        figure_slices: test slices shown in the overlay and CAM figures.
-        workers: trainings run at the same time.
-        threads: torch threads of each training child (and of the demo's own inference).
-    """
-
-    runs: list[DemoRunConfig] = Field(min_length=1)
-    infer_model: str | None = None
-    figure_slices: int = Field(4, ge=1, le=16)
-    workers: int = Field(2, ge=1)
-    threads: int = Field(1, ge=1)
-
-
-def default_demo_config() -> Path:
-    """``configs/demo.yaml`` of the working directory, else of the source checkout."""
-    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
-        if (root / "configs" / "demo.yaml").is_file():
-            return root / "configs" / "demo.yaml"
-    raise InputError("configs/demo.yaml", "demo config not found (give --config FILE)")
-
-
-def load_demo_config(path: PathLike) -> DemoConfig:
-    """Read and validate a demo YAML; problems are one-line :class:`InputError` s."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(p, "demo config not found")
-    try:
-        return DemoConfig.model_validate(yaml.safe_load(p.read_text()) or {})
-    except yaml.YAMLError as e:
-        raise InputError(p, f"not valid YAML: {getattr(e, 'problem', e)}") from None
-    except ValidationError as e:
-        from sam_mix_monai.engines.config import format_validation_error
-
-        raise InputError(p, format_validation_error(e)) from None
 
 
 def _slug(label: str) -> str:

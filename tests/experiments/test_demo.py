@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sam_mix_monai.experiments.demo import _plan, _stale, default_demo_config, load_demo_config
+from sam_mix_monai.experiments.demo import _plan, _stale
+from sam_mix_monai.experiments.demo_config import load_demo_config
+from tests.experiments.test_demo_config import write_demo_yaml
 from sam_mix_monai.experiments.report import DemoSummary, InferenceOutcome, ModelRun, render_report
 from sam_mix_monai.experiments.table import PAPER_RESULTS, parse_markdown_table, parse_mean_sd
 from sam_mix_monai.utils.errors import InputError
@@ -36,36 +38,6 @@ def section_table(sections: dict[str, str], starts: str) -> list[dict[str, str]]
     return parse_markdown_table(sections[key])
 
 
-def test_shipped_demo_config_is_valid_and_consistent():
-    path = ROOT / "configs" / "demo.yaml"
-    demo = load_demo_config(path)
-    assert [r.label for r in demo.runs] == ["SAM-Mix-50", "U-Net-50"]
-    assert demo.infer_model == "SAM-Mix-50"
-    from sam_mix_monai.engines.config import load_config
-
-    cfgs = [load_config(path.parent / r.config, r.overrides) for r in demo.runs]
-    assert [c.model.name for c in cfgs] == ["sam_mix", "unet"]
-    assert cfgs[0].phantom == cfgs[1].phantom is not None  # one data set for both models
-    assert cfgs[0].data.n_labelled == cfgs[1].data.n_labelled == 50
-    assert cfgs[0].data.label_seed == cfgs[1].data.label_seed  # the same 50 slices
-    assert default_demo_config().name == "demo.yaml"
-
-
-def _demo_yaml(tmp_path: Path, runs: list[dict], name: str = "demo", **extra) -> Path:
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({"runs": runs, **extra}))
-    return path
-
-
-def test_bad_demo_configs_are_one_line_input_errors(tmp_path):
-    with pytest.raises(InputError, match="runs.0.bogus: Extra inputs are not permitted"):
-        load_demo_config(_demo_yaml(tmp_path, [{"label": "A", "config": "a.yaml", "bogus": 1}]))
-    with pytest.raises(InputError, match="runs: List should have at least 1 item"):
-        load_demo_config(_demo_yaml(tmp_path, []))
-    with pytest.raises(InputError, match="demo config not found"):
-        load_demo_config(tmp_path / "nowhere.yaml")
-
-
 def _run_cfg(tmp_path: Path, name: str, phantom_seed: int | None = 0) -> Path:
     raw = yaml.safe_load((ROOT / "configs" / "phantom_demo_unet.yaml").read_text())
     if phantom_seed is None:
@@ -83,7 +55,7 @@ def test_plan_checks_data_and_points_runs_at_the_demo_data(tmp_path):
 
     out = tmp_path / "out"
     a, b = _run_cfg(tmp_path, "a"), _run_cfg(tmp_path, "b")
-    demo_path = _demo_yaml(tmp_path, [{"label": "Model A", "config": a.name}, {"label": "B", "config": str(b)}])
+    demo_path = write_demo_yaml(tmp_path, [{"label": "Model A", "config": a.name}, {"label": "B", "config": str(b)}])
     plans = _plan(load_demo_config(demo_path), demo_path, out, ["train.epochs=3"])
     (_, cfg, job), (_, _, job_b) = plans
     assert job.name == "model_a" and job.run_dir == (out / "runs" / "model_a").resolve()
@@ -101,14 +73,14 @@ def test_plan_checks_data_and_points_runs_at_the_demo_data(tmp_path):
     assert not job.run_dir.exists()
 
     c = _run_cfg(tmp_path, "c", phantom_seed=1)
-    bad = _demo_yaml(tmp_path, [{"label": "A", "config": a.name}, {"label": "C", "config": c.name}], "bad")
+    bad = write_demo_yaml(tmp_path, [{"label": "A", "config": a.name}, {"label": "C", "config": c.name}], "bad")
     with pytest.raises(InputError, match="phantom: differs"):
         _plan(load_demo_config(bad), bad, out, [])
     d = _run_cfg(tmp_path, "d", phantom_seed=None)
-    bad = _demo_yaml(tmp_path, [{"label": "D", "config": d.name}], "bad")
+    bad = write_demo_yaml(tmp_path, [{"label": "D", "config": d.name}], "bad")
     with pytest.raises(InputError, match="needs a phantom: section"):
         _plan(load_demo_config(bad), bad, out, [])
-    bad = _demo_yaml(tmp_path, [{"label": "A", "config": a.name}, {"label": "a", "config": a.name}], "bad")
+    bad = write_demo_yaml(tmp_path, [{"label": "A", "config": a.name}, {"label": "a", "config": a.name}], "bad")
     with pytest.raises(InputError, match="labels must be distinct"):
         _plan(load_demo_config(bad), bad, out, [])
     with pytest.raises(InputError, match="train.lr: Input should be a valid number"):

@@ -1,0 +1,71 @@
+"""The demo's YAML (``configs/demo.yaml``): which experiment configs to train, which model segments
+the held-out volume, and how many slices the figures show (validated by :class:`DemoConfig`).
+
+Example:
+    >>> demo = load_demo_config(default_demo_config())  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sam_mix_monai.engines.config import format_validation_error, read_yaml_mapping
+from sam_mix_monai.utils.errors import InputError, PathLike
+
+__all__ = ["DemoConfig", "DemoRunConfig", "default_demo_config", "load_demo_config"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DemoRunConfig(_Strict):
+    """One model of the demo.
+
+    Attributes:
+        label: its row in the tables (e.g. ``SAM-Mix-50``).
+        config: experiment YAML, relative to the demo config's folder.
+        overrides: ``KEY=VALUE`` overrides of that config (e.g. a shorter schedule).
+    """
+
+    label: str = Field(min_length=1)
+    config: Path
+    overrides: list[str] = []
+
+
+class DemoConfig(_Strict):
+    """The demo.
+
+    Attributes:
+        runs: the models, in table order; their configs must share one ``phantom:`` section.
+        infer_model: label of the model that segments the held-out volume (``None``: the first SAM-Mix).
+        figure_slices: test slices shown in the overlay and CAM figures.
+        workers: trainings run at the same time.
+        threads: torch threads of each training child (and of the demo's own inference).
+    """
+
+    runs: list[DemoRunConfig] = Field(min_length=1)
+    infer_model: str | None = None
+    figure_slices: int = Field(4, ge=1, le=16)
+    workers: int = Field(2, ge=1)
+    threads: int = Field(1, ge=1)
+
+
+def default_demo_config() -> Path:
+    """``configs/demo.yaml`` of the working directory, else of the source checkout."""
+    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        if (root / "configs" / "demo.yaml").is_file():
+            return root / "configs" / "demo.yaml"
+    raise InputError("configs/demo.yaml", "demo config not found (give --config FILE)")
+
+
+def load_demo_config(path: PathLike) -> DemoConfig:
+    """Read and validate a demo YAML; problems are one-line :class:`InputError` s."""
+    p = Path(path)
+    raw = read_yaml_mapping(p, "demo config", "a demo config must be a mapping")
+    try:
+        return DemoConfig.model_validate(raw)
+    except ValidationError as e:
+        raise InputError(p, format_validation_error(e)) from None
