@@ -10,7 +10,16 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-REAL_CT = Path(os.environ.get("SAM_MIX_REAL_CT", ROOT.parent / "shared" / "data" / "real" / "totalseg_example_dicom"))
+REAL_DATA = Path(os.environ.get("SAM_MIX_REAL_DATA", ROOT.parent / "shared" / "data" / "real"))
+REAL_CT = Path(os.environ.get("SAM_MIX_REAL_CT", REAL_DATA / "totalseg_example_dicom"))
+
+
+def require_real(name: str) -> Path:
+    """``REAL_DATA / name``, or skip the test with the reason (a user's clone has no ``../shared``)."""
+    path = REAL_DATA / name
+    if not path.exists():
+        pytest.skip(f"real CT {name!r} not found at {path} (the developers' ../shared/data/real; absent in a user's clone)")
+    return path
 
 
 def make_case_arrays(shape=(48, 40, 24), seed=0):
@@ -46,6 +55,18 @@ def write_lits_cases(root: Path, n: int = 3, shape=(48, 40, 24), spacing=(0.8, 0
 @pytest.fixture()
 def lits_dir(tmp_path: Path) -> Path:
     return write_lits_cases(tmp_path / "lits")
+
+
+@pytest.fixture(scope="session")
+def ircadb_07() -> Path:
+    """3D-IRCADb-01 patient 7 (CC BY-NC-ND: read in place, never copied into the project)."""
+    return require_real("ircadb_07")
+
+
+@pytest.fixture(scope="session")
+def dcmqi_liver_seg() -> Path:
+    """3 CT slices with a known-good liver DICOM-SEG (BSD-3)."""
+    return require_real("dcmqi_liver_seg")
 
 
 @pytest.fixture(scope="session")
