@@ -1,4 +1,4 @@
-"""``sam-mix convert``: LiTS / TotalSegmentator NIfTI or DICOM -> HDF5 slice store."""
+"""``sam-mix convert``: LiTS / TotalSegmentator / 3D-IRCADb NIfTI or DICOM -> HDF5 slice store."""
 
 from __future__ import annotations
 
@@ -18,11 +18,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``sam-mix convert``."""
     p = sub.add_parser(
         "convert",
-        help="convert LiTS/TotalSegmentator volumes into an HDF5 slice store",
+        help="convert LiTS/TotalSegmentator/3D-IRCADb volumes into an HDF5 slice store",
         description="Slice CT volumes (NIfTI or DICOM series) and liver labels into one HDF5 file, split by case.",
     )
     p.add_argument("--format", required=True, choices=FORMATS, help="input dataset layout")
-    p.add_argument("--input", required=True, help="dataset folder")
+    p.add_argument("--input", required=True, help="dataset folder (ircadb: one patient folder or a folder of 3Dircadb1.N)")
     p.add_argument("--output", required=True, help="output .h5 file (written atomically)")
     p.add_argument("--keep-rate", default=str(DEFAULT_KEEP_RATE),
                    help="share of central axial slices to keep, or 'all' (default %(default)s, as in the paper)")

@@ -1,4 +1,4 @@
-"""Convert LiTS / TotalSegmentator cases (NIfTI or DICOM) into one HDF5 slice store.
+"""Convert LiTS / TotalSegmentator / 3D-IRCADb cases (NIfTI or DICOM) into one HDF5 slice store.
 
 Each case is read and checked (:mod:`.io`), turned into slices by the MONAI pipeline
 (:func:`~sam_mix_monai.transforms.volume_to_slices_transform`) in a worker process,
@@ -30,6 +30,7 @@ from sam_mix_monai.data.io import (
     read_volume,
     voxel_spacing,
 )
+from sam_mix_monai.data.ircadb import read_ircadb_image, read_ircadb_liver
 from sam_mix_monai.data.layouts import CaseFiles, find_cases
 from sam_mix_monai.data.splits import DEFAULT_SPLIT, assign_splits
 from sam_mix_monai.transforms import SlicingConfig, volume_to_slices_transform
@@ -39,21 +40,26 @@ from sam_mix_monai.utils.errors import InputError, PathLike
 logger = logging.getLogger(__name__)
 
 
-def slice_case(case: CaseFiles, cfg: SlicingConfig) -> CaseSlices:
+def slice_case(case: CaseFiles, cfg: SlicingConfig, fmt: str = "lits") -> CaseSlices:
     """Read, check and slice one case.
 
     Args:
         case: the case's files.
         cfg: preprocessing parameters.
+        fmt: the dataset layout; ``"ircadb"`` reads its DICOM mask series, the others a label volume.
 
     Raises:
         InputError: any problem with the case's files.
     """
-    image = read_volume(case.image)
-    check_ct_values(image, case.image)
-    label = read_volume(case.label)
-    check_label_values(label, case.label)
-    check_same_grid(image, label, case.image, case.label)
+    if fmt == "ircadb":
+        image = read_ircadb_image(case.image)
+        label, _ = read_ircadb_liver(case.label, image)  # checked against the image grid
+    else:
+        image = read_volume(case.image)
+        check_ct_values(image, case.image)
+        label = read_volume(case.label)
+        check_label_values(label, case.label)
+        check_same_grid(image, label, case.image, case.label)
     out = volume_to_slices_transform(cfg)({"image": image, "label": label})
     affine, shape = canonical_geometry(np.asarray(image.affine, dtype=np.float64), tuple(image.shape[1:]))
     spacing = voxel_spacing(affine)
@@ -96,15 +102,15 @@ class ConversionSummary:
         return "\n".join(rows)
 
 
-def _results(cases: list[CaseFiles], cfg: SlicingConfig, workers: int) -> Iterator[CaseSlices]:
+def _results(cases: list[CaseFiles], cfg: SlicingConfig, workers: int, fmt: str) -> Iterator[CaseSlices]:
     if workers <= 1 or len(cases) == 1:
         for c in cases:
-            yield slice_case(c, cfg)
+            yield slice_case(c, cfg, fmt)
         return
     ctx = get_context("fork") if os.name == "posix" else get_context()
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
         # map() yields in case order, so the file layout does not depend on timing.
-        yield from pool.map(slice_case, cases, [cfg] * len(cases))
+        yield from pool.map(slice_case, cases, [cfg] * len(cases), [fmt] * len(cases))
 
 
 def convert(
@@ -117,12 +123,12 @@ def convert(
     workers: int | None = None,
     progress: bool = True,
 ) -> ConversionSummary:
-    """Convert a LiTS or TotalSegmentator folder into an HDF5 slice store.
+    """Convert a LiTS, TotalSegmentator or 3D-IRCADb folder into an HDF5 slice store.
 
     Args:
         input_dir: dataset folder.
         output: the ``.h5`` file to write (atomically).
-        fmt: ``"lits"`` or ``"totalseg"``.
+        fmt: ``"lits"``, ``"totalseg"`` or ``"ircadb"``.
         cfg: preprocessing parameters (paper defaults when ``None``).
         split: split fractions by case (default train 0.7, val 0.1, test 0.2).
         seed: seed of the case split.
@@ -150,7 +156,7 @@ def convert(
     with atomic_output(output) as tmp:
         with SliceStoreWriter(tmp, cfg.image_size, attrs) as writer:
             bar = tqdm(total=len(cases), desc="convert", unit="case", disable=not progress)
-            for res in _results(cases, cfg, workers):
+            for res in _results(cases, cfg, workers, fmt):
                 sp = assignment[res.case_id]
                 writer.append(res, sp)
                 summary.cases[sp] += 1

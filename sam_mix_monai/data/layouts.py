@@ -17,7 +17,7 @@ from pathlib import Path
 
 from sam_mix_monai.utils.errors import InputError, PathLike
 
-FORMATS = ("lits", "totalseg")
+FORMATS = ("lits", "totalseg", "ircadb")
 _LITS_IMAGE = re.compile(r"^volume-(\d+)(\.nii|\.nii\.gz)?$")
 _LITS_LABEL = re.compile(r"^segmentation-(\d+)\.nii(\.gz)?$")
 
@@ -28,7 +28,7 @@ class CaseFiles:
 
     case_id: str
     image: Path
-    label: Path
+    label: Path  # for ircadb: the MASKS_DICOM folder or zip
 
 
 def _unique(found: dict[str, Path], key: str, path: Path) -> None:
@@ -72,12 +72,35 @@ def find_totalseg_cases(root: Path) -> list[CaseFiles]:
     return cases
 
 
+def find_ircadb_cases(root: Path) -> list[CaseFiles]:
+    """3D-IRCADb patient folders (``root`` itself or those below it), by patient number."""
+    # Imported here: this module stays free of torch/MONAI (the phantom generator uses it).
+    from sam_mix_monai.data.ircadb import find_ircadb_patients, series_source
+
+    cases = []
+    for p in find_ircadb_patients(root):
+        cases.append(CaseFiles(p.name, series_source(p, "PATIENT_DICOM"), series_source(p, "MASKS_DICOM")))  # type: ignore[arg-type]
+    ids = [c.case_id for c in cases]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        raise InputError(root, f"patient folder names {dup} appear more than once")
+    return cases
+
+
+_FINDERS = {"lits": find_lits_cases, "totalseg": find_totalseg_cases, "ircadb": find_ircadb_cases}
+_HINTS = {
+    "lits": "volume-N.nii[.gz] + segmentation-N.nii[.gz]",
+    "totalseg": "<subject>/ct.nii.gz + <subject>/segmentations/liver.nii.gz",
+    "ircadb": "3Dircadb1.N/PATIENT_DICOM/ + 3Dircadb1.N/MASKS_DICOM.zip",
+}
+
+
 def find_cases(root: PathLike, fmt: str) -> list[CaseFiles]:
     """Discover and pair the cases of a dataset folder.
 
     Args:
         root: the dataset folder.
-        fmt: ``"lits"`` or ``"totalseg"``.
+        fmt: ``"lits"``, ``"totalseg"`` or ``"ircadb"``.
 
     Raises:
         InputError: missing folder, empty folder, unpaired image or label.
@@ -87,8 +110,7 @@ def find_cases(root: PathLike, fmt: str) -> list[CaseFiles]:
         raise InputError(None, f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
     if not root.is_dir():
         raise InputError(root, "input folder not found")
-    cases = find_lits_cases(root) if fmt == "lits" else find_totalseg_cases(root)
+    cases = _FINDERS[fmt](root)
     if not cases:
-        hint = "volume-N.nii[.gz] + segmentation-N.nii[.gz]" if fmt == "lits" else "<subject>/ct.nii.gz + <subject>/segmentations/liver.nii.gz"
-        raise InputError(root, f"no {fmt} cases found (expected {hint})")
+        raise InputError(root, f"no {fmt} cases found (expected {_HINTS[fmt]})")
     return cases
