@@ -49,7 +49,6 @@ Writes ``runs/bench/bench_infer.json``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -65,17 +64,17 @@ import torch
 
 from sam_mix_monai.data.io import read_volume
 from sam_mix_monai.data.phantom import generate_case
-from sam_mix_monai.inference import Case, SliceInferer, SlicePredictor, keep_largest_component, segment_case, write_mask
+from sam_mix_monai.inference import Case, VolumeSliceInferer, SlicePredictor, keep_largest_component, segment_case, write_mask
 from sam_mix_monai.inference.geometry import AxialGeometry
 from sam_mix_monai.networks import ModelConfig, adapt_sam_state_dict, build_model, build_sam
 from sam_mix_monai.networks.lora import is_lora_key
 from sam_mix_monai.transforms import HUWindow
+from sam_mix_monai.utils.precision import autocast
 from _common import best_time, count_flops, gemm_peak  # noqa: E402 (benchmarks/ is on sys.path when run as a script)
 from _meta import run_meta  # noqa: E402
 
 DEPTH = 200
 VIT_CLASSIFIERS = {"resnet38": "vit_b + ResNet-38 (paper)", "compact": "vit_b + compact classifier (deployment)"}
-_AUTOCAST = {"bf16": torch.bfloat16}
 
 
 def _save(path: Path, arr: np.ndarray, affine: np.ndarray) -> Path:
@@ -96,7 +95,7 @@ def _model(size: str, classifier: str = "auto") -> tuple[torch.nn.Module, ModelC
 def bench_ours(net: torch.nn.Module, path: Path, out: Path, batch: int, precision: str = "fp32") -> dict:
     """File in to mask written, in-process (after a warm-up on a few slices)."""
     pred = SlicePredictor(net, precision=precision)
-    inferer = SliceInferer(batch_size=batch)
+    inferer = VolumeSliceInferer(batch_size=batch)
     inferer(read_volume(path)[..., : 2 * batch], pred)  # warm-up: allocator, kernels
     t0 = time.perf_counter()
     res = segment_case(Case("bench", path), pred, inferer, out)
@@ -143,7 +142,7 @@ def bench_vit_sample(net: torch.nn.Module, path: Path, n: int, batch: int, preci
     """
     vol = read_volume(path)
     sub = vol[..., DEPTH // 2 - n // 2: DEPTH // 2 - n // 2 + n]
-    inferer = SliceInferer(batch_size=batch)
+    inferer = VolumeSliceInferer(batch_size=batch)
     pred = SlicePredictor(net, precision=precision, skip_gated=False)
     inferer(sub[..., :batch], pred)  # warm-up
     per = best_time(lambda: inferer(sub, pred), repeats) / n
@@ -201,7 +200,7 @@ def slab_input(path: Path, n: int, size: int = 256) -> torch.Tensor:
     arr = vol.as_tensor()[0].numpy()
     geo = AxialGeometry(np.asarray(vol.affine), arr.shape)
     z0 = DEPTH // 2 - n // 2
-    return SliceInferer().preprocess(geo.read_slab(arr, z0, z0 + n), size)
+    return VolumeSliceInferer().preprocess(geo.read_slab(arr, z0, z0 + n), size)
 
 
 class _Constant(torch.nn.Module):
@@ -220,7 +219,7 @@ def bench_slice_loop(path: Path, batch: int) -> float:
     mapping-back work); best of 2.
     """
     vol = read_volume(path)
-    inferer = SliceInferer(batch_size=batch)
+    inferer = VolumeSliceInferer(batch_size=batch)
     return best_time(lambda: inferer(vol, _Constant()), 2) / DEPTH
 
 
@@ -241,9 +240,8 @@ def bench_stages(net: torch.nn.Module, x: torch.Tensor, batch: int, precision: s
     Each stage's time is the best of ``repeats`` passes over ``x`` (the least disturbed by other load).
     """
     n = x.shape[0]
-    autocast = torch.autocast("cpu", dtype=_AUTOCAST[precision]) if precision in _AUTOCAST else contextlib.nullcontext()
     t_prompt, t_sam = [], []
-    with torch.no_grad(), autocast:
+    with torch.no_grad(), autocast(precision, "cpu"):
         p = net.prompt(x[:batch])  # warm-up
         net.segment(p["image"], p)
         for _ in range(repeats):

@@ -63,7 +63,9 @@ def _device(name: str, local_rank: int) -> torch.device:
 
 def run(args: argparse.Namespace) -> int:
     """Segment the inputs; print one line per case and the failures at the end."""
-    from sam_mix_monai.inference import SliceInferer, SlicePredictor, find_cases, load_bundle, load_checkpoint
+    from sam_mix_monai.inference import (INFERABLE_MODELS, SlicePredictor, VolumeSliceInferer, find_cases, load_bundle,
+                                         load_checkpoint)
+    from sam_mix_monai.inference.loading import training_preprocessing
     from sam_mix_monai.inference.distributed import dist_info
     from sam_mix_monai.inference.runner import segment_cases
     from sam_mix_monai.utils.atomic import check_writable_dir
@@ -80,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
     cases = find_cases(args.inputs)
     settings: dict = {}
     if args.checkpoint:
-        network, cfg, settings = load_checkpoint(args.checkpoint, device)  # slice size / window of training
+        network, cfg, record = load_checkpoint(args.checkpoint, device, models=INFERABLE_MODELS)
+        settings = training_preprocessing(record)  # slice size / window of training
         settings.setdefault("image_size", cfg.image_size)
     else:
         network, settings = load_bundle(args.bundle, device)
@@ -89,8 +92,8 @@ def run(args: argparse.Namespace) -> int:
     if args.precision == "fp16" and device.type != "cuda":
         raise InputError(None, "--precision fp16 needs CUDA (use bf16 on CPU)")
     predictor = SlicePredictor(network, device=device, precision=args.precision)
-    inferer = SliceInferer(image_size=settings.get("image_size") or predictor.image_size, batch_size=batch,
-                           window=window, device=device)
+    inferer = VolumeSliceInferer(image_size=settings.get("image_size") or predictor.image_size, batch_size=batch,
+                                  window=window, device=device)
     progress = not args.no_progress
     if len(cases) == 1 and world == 1:  # one case: its problem is the command's error (one line, exit 2)
         from sam_mix_monai.inference.runner import segment_case

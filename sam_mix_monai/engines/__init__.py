@@ -16,7 +16,7 @@
 
 from sam_mix_monai.engines.augment import WeakStrongAugment
 from sam_mix_monai.engines.config import ExperimentConfig, load_config, validate_config
-from sam_mix_monai.engines.evaluate import evaluate_checkpoint, evaluate_dataset, format_results, load_network
+from sam_mix_monai.engines.evaluate import evaluate_checkpoint, evaluate_dataset, format_results
 from sam_mix_monai.engines.evaluator import SAMMixEvaluator, build_evaluator
 from sam_mix_monai.engines.loaders import EpochStream, evaluation_loader, training_stream
 from sam_mix_monai.engines.losses import SAMMixLoss
@@ -41,7 +41,6 @@ __all__ = [
     "evaluation_loader",
     "format_results",
     "load_config",
-    "load_network",
     "train",
     "training_stream",
     "validate_config",

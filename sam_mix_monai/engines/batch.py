@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sam_mix_monai.networks.baselines import SAMPP, interior_point, random_point_in_mask
+from sam_mix_monai.networks.baselines import interior_point, random_point_in_mask
+from sam_mix_monai.networks.classifier import liver_probability
 
 __all__ = ["unwrap", "network_size", "prepare_slices", "run_network", "classify", "predict_masks", "resize_batch"]
 
@@ -84,7 +85,7 @@ def run_network(
     Returns:
         The network's output dict (``mask_logits`` at least).
     """
-    if isinstance(unwrap(net), SAMPP):
+    if getattr(unwrap(net), "point_prompted", False):
         if mask is None:
             raise ValueError("SAM-PP needs the ground-truth mask to place its prompt point")
         point = random_point_in_mask(mask, generator) if training else interior_point(mask)
@@ -119,6 +120,6 @@ def predict_masks(out: Mapping[str, torch.Tensor], cls_threshold: float = 0.5) -
     """
     pred = (out["mask_logits"] > 0).float()
     if "class_logits" in out:
-        present = torch.softmax(out["class_logits"].float(), dim=1)[:, 1] >= cls_threshold
+        present = liver_probability(out["class_logits"]) >= cls_threshold
         pred = pred * present.view(-1, 1, 1, 1).float()
     return pred

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sam_mix_monai.networks.registry import ModelConfig
 from sam_mix_monai.utils.errors import InputError, PathLike
+from sam_mix_monai.utils.precision import normalize_precision
 
 __all__ = [
     "AugmentConfig",
@@ -185,7 +186,8 @@ class TrainConfig(_Strict):
         val_interval: validate every k epochs.
         early_stopping_patience: validations without improvement of the validation Dice before
             stopping (``None``: never).
-        precision: ``fp32``, ``amp`` (fp16 autocast + grad scaling, CUDA) or ``bf16`` (autocast).
+        precision: ``fp32``, ``fp16`` (autocast + grad scaling, CUDA; fp32 elsewhere) or ``bf16`` (autocast);
+            ``amp`` is read as ``fp16`` (:mod:`sam_mix_monai.utils.precision`).
         grad_clip: gradient-norm clip (``None``: off).
         seed: seed of everything (weights, sampling, augmentation).
         deterministic: ``monai.utils.set_determinism`` (deterministic cuDNN too).
@@ -208,7 +210,7 @@ class TrainConfig(_Strict):
     step_gamma: float = Field(0.5, gt=0.0, le=1.0)
     val_interval: int = Field(1, ge=1)
     early_stopping_patience: int | None = Field(10, ge=1)
-    precision: Literal["fp32", "amp", "bf16"] = "fp32"
+    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
     grad_clip: float | None = Field(None, gt=0.0)
     seed: int = 0
     deterministic: bool = True
@@ -216,6 +218,11 @@ class TrainConfig(_Strict):
     num_threads: int | None = Field(None, ge=1)
     sync_bn: bool = True
     progress: bool = True
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_alias(cls, v: Any) -> Any:
+        return normalize_precision(v) if v == "amp" else v
 
 
 class CrossDomainConfig(_Strict):

@@ -1,7 +1,8 @@
 """Evaluating a network or a checkpoint on a slice store, in one or both protocols.
 
 A checkpoint written by a training run carries ``config.model`` (``ModelConfig.model_dump()``), so
-:func:`evaluate_checkpoint` needs nothing but the checkpoint and the data.
+:func:`evaluate_checkpoint` needs nothing but the checkpoint and the data (loaded by
+:func:`sam_mix_monai.networks.run_checkpoint.load_checkpoint`).
 
 Example:
     >>> res = evaluate_checkpoint("runs/demo/best.pt", "data/phantom/phantom_b.h5", ["slice2d"], split=None)  # doctest: +SKIP
@@ -12,57 +13,19 @@ from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from pydantic import ValidationError
 from torch import nn
 
 from sam_mix_monai.data import SliceDataset
 from sam_mix_monai.engines.distributed import rank, resolve_device, world_size
 from sam_mix_monai.engines.evaluator import build_evaluator
 from sam_mix_monai.engines.loaders import evaluation_loader
-from sam_mix_monai.networks.checkpoint import safe_torch_load
-from sam_mix_monai.networks.registry import ModelConfig, build_model
+from sam_mix_monai.networks.run_checkpoint import load_checkpoint
 from sam_mix_monai.utils.errors import InputError, PathLike
 
-__all__ = ["load_network", "evaluate_dataset", "evaluate_checkpoint", "format_results"]
-
-
-def read_checkpoint(path: PathLike) -> dict[str, Any]:
-    """Load a training checkpoint safely (``weights_only=True``), with one-line errors."""
-    p = Path(path)
-    ckpt = safe_torch_load(p)
-    if not isinstance(ckpt, dict) or "network" not in ckpt:
-        raise InputError(p, "not a training checkpoint of this project (no 'network' entry)")
-    if not isinstance(ckpt.get("config"), dict) or "model" not in ckpt["config"]:
-        raise InputError(p, "checkpoint carries no model configuration ('config.model')")
-    return ckpt
-
-
-def load_network(path: PathLike, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the network of a checkpoint from its stored model config and load its weights.
-
-    Args:
-        path: ``best.pt`` / ``last.pt`` of a run.
-        device: device to put it on.
-
-    Returns:
-        ``(network in eval mode, run record)``.
-    """
-    ckpt = read_checkpoint(path)
-    record = ckpt["config"]
-    try:
-        model_cfg = ModelConfig(**record["model"])
-    except ValidationError as e:
-        raise InputError(path, f"bad model configuration in checkpoint: {e.errors()[0]['msg']}") from None
-    net = build_model(model_cfg, load_pretrained=False)
-    try:
-        net.load_state_dict(ckpt["network"])
-    except RuntimeError as e:
-        raise InputError(path, f"weights do not match the stored model configuration ({str(e).splitlines()[0]})") from None
-    return net.to(device).eval(), record
+__all__ = ["evaluate_dataset", "evaluate_checkpoint", "format_results"]
 
 
 def evaluate_dataset(
@@ -123,9 +86,9 @@ def evaluate_checkpoint(
         The result of :func:`evaluate_dataset`, plus ``checkpoint`` and ``model``.
     """
     dev = resolve_device(device)
-    net, record = load_network(checkpoint, dev)
+    net, cfg, _ = load_checkpoint(checkpoint, dev)
     res = evaluate_dataset(net, data, split, protocols, dev, batch_size)
-    res.update(checkpoint=str(checkpoint), model=record["model"])
+    res.update(checkpoint=str(checkpoint), model=cfg.model_dump(mode="json"))
     return res
 
 

@@ -11,7 +11,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any, Iterable, Sequence
 
 import torch
@@ -22,11 +21,10 @@ from torch.utils.data import DataLoader
 
 from sam_mix_monai.engines.batch import predict_masks, prepare_slices, run_network, unwrap
 from sam_mix_monai.engines.protocols import PROTOCOLS, VolumeMetrics, classification_metrics, slice2d_metrics
-from sam_mix_monai.networks.baselines import SAMPP
+from sam_mix_monai.networks.classifier import liver_probability
+from sam_mix_monai.utils.precision import autocast, normalize_precision
 
 __all__ = ["SAMMixEvaluator", "build_evaluator"]
-
-_AUTOCAST = {"amp": torch.float16, "bf16": torch.bfloat16}
 
 
 class SAMMixEvaluator(SupervisedEvaluator):
@@ -40,7 +38,7 @@ class SAMMixEvaluator(SupervisedEvaluator):
         val_data_loader: :class:`~sam_mix_monai.data.SliceDataset` batches.
         network: the network (possibly DDP-wrapped).
         cls_threshold: liver probability below which a slice is emptied (``None``: the network's, else 0.5).
-        precision: ``fp32``, ``amp`` or ``bf16`` autocast.
+        precision: ``fp32``, ``fp16`` or ``bf16`` autocast (:mod:`sam_mix_monai.utils.precision`).
         kwargs: further :class:`monai.engines.SupervisedEvaluator` arguments (``key_val_metric``,
             ``additional_metrics``, ``val_handlers``, ...).
     """
@@ -59,7 +57,7 @@ class SAMMixEvaluator(SupervisedEvaluator):
                          prepare_batch=prepare_slices, amp=False, **kwargs)
         thr = getattr(unwrap(network), "cls_threshold", 0.5) if cls_threshold is None else cls_threshold
         self.cls_threshold = float(thr)
-        self.precision = precision
+        self.precision = normalize_precision(precision)
 
     def _iteration(self, engine: SupervisedEvaluator, batchdata: dict[str, Any]) -> dict[str, Any]:  # type: ignore[override]
         if batchdata is None:
@@ -67,15 +65,13 @@ class SAMMixEvaluator(SupervisedEvaluator):
         image, target = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
         mask = target["mask"]
         engine.network.eval()
-        autocast = (torch.autocast(device_type=engine.state.device.type, dtype=_AUTOCAST[self.precision])
-                    if self.precision in _AUTOCAST else contextlib.nullcontext())
-        with torch.no_grad(), autocast:
+        with torch.no_grad(), autocast(self.precision, engine.state.device):
             out = run_network(engine.network, image, mask, training=False)
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         pred = predict_masks(out, self.cls_threshold)
-        if isinstance(unwrap(engine.network), SAMPP):  # oracle point prompt: no liver, no prompt
+        if getattr(unwrap(engine.network), "point_prompted", False):  # oracle point prompt: no liver, no prompt
             pred = pred * (mask.flatten(1).amax(1) > 0).view(-1, 1, 1, 1).float()
-        liver_prob = torch.softmax(out["class_logits"].float(), 1)[:, 1] if "class_logits" in out else None
+        liver_prob = liver_probability(out["class_logits"]) if "class_logits" in out else None
         engine.state.output = {
             Keys.IMAGE: image,
             Keys.LABEL: mask,

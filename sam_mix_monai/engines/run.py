@@ -41,9 +41,9 @@ from sam_mix_monai.engines.losses import SAMMixLoss
 from sam_mix_monai.engines.phantom_data import ensure_phantom_data
 from sam_mix_monai.engines.rundir import check_data, git_commit, prepare_run_dir
 from sam_mix_monai.engines.trainer import SAMMixTrainer
-from sam_mix_monai.networks.baselines import SAMPP
 from sam_mix_monai.networks.registry import build_model
 from sam_mix_monai.utils.errors import InputError, PathLike
+from sam_mix_monai.utils.precision import resolve_precision
 
 __all__ = ["TrainingJob", "build_training", "lr_lambda", "prepare", "train"]
 
@@ -150,10 +150,7 @@ def build_training(cfg: ExperimentConfig, run_dir: PathLike, resume: bool = Fals
     tc, run_dir = cfg.train, Path(run_dir)
     r, w = rank(), world_size()
     device = resolve_device(tc.device)
-    precision = tc.precision
-    if precision == "amp" and device.type != "cuda":
-        logger.warning("train.precision amp needs CUDA; using fp32 on %s", device)
-        precision = "fp32"
+    precision = resolve_precision(tc.precision, device)
     if tc.num_threads:
         torch.set_num_threads(tc.num_threads)
     if tc.deterministic:
@@ -175,7 +172,7 @@ def build_training(cfg: ExperimentConfig, run_dir: PathLike, resume: bool = Fals
     unlabelled = None
     lc = cfg.loss
     useful = (hasattr(model, "classifier") and (lc.unlabelled_cls > 0 or lc.pseudo_cls > 0)) or lc.seg_consistency > 0
-    if cfg.unlabelled.enabled and useful and d.n_labelled is not None and not isinstance(model, SAMPP):
+    if cfg.unlabelled.enabled and useful and d.n_labelled is not None and not getattr(model, "point_prompted", False):
         unlabelled = SliceDataset(d.path, d.train_split, d.n_labelled, "unlabelled", d.label_seed, d.withhold_label_fraction)
         unlabelled = unlabelled if len(unlabelled) > 0 else None
     length = tc.iterations_per_epoch or iterations_per_epoch(

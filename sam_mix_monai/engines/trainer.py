@@ -15,8 +15,8 @@ Each iteration (one optimiser step):
 The two losses are summed and back-propagated once. Every random draw of an iteration comes from
 seeds derived from ``(seed, iteration)``, so a run resumed at an epoch boundary repeats the
 uninterrupted one exactly (on CPU), and K processes draw the views of the global batch that one
-process would (the K per-rank batches of a step together are the one-process batch). Precision: ``fp32``, ``amp`` (fp16 autocast with gradient
-scaling, CUDA) or ``bf16`` (autocast).
+process would (the K per-rank batches of a step together are the one-process batch). Precision: ``fp32``, ``fp16``
+(autocast with gradient scaling, CUDA) or ``bf16`` (autocast); see :mod:`sam_mix_monai.utils.precision`.
 """
 
 from __future__ import annotations
@@ -37,10 +37,9 @@ from torch.utils.data import DataLoader
 from sam_mix_monai.engines.augment import WeakStrongAugment
 from sam_mix_monai.engines.batch import classify, network_size, prepare_slices, resize_batch, run_network, unwrap
 from sam_mix_monai.engines.losses import SAMMixLoss, consistency_loss, fixmatch_loss, masked_cross_entropy
+from sam_mix_monai.utils.precision import autocast, normalize_precision
 
 __all__ = ["SAMMixTrainer"]
-
-_AUTOCAST = {"amp": torch.float16, "bf16": torch.bfloat16}
 
 
 class SAMMixTrainer(SupervisedTrainer):
@@ -59,7 +58,7 @@ class SAMMixTrainer(SupervisedTrainer):
         augment_labelled: apply the weak geometry to labelled batches.
         labelled_flip: allow the weak view's flip on labelled batches.
         epoch_length: iterations per epoch (default: ``len(train_data_loader)``).
-        precision: ``fp32``, ``amp`` or ``bf16``.
+        precision: ``fp32``, ``fp16`` or ``bf16`` (``amp`` = ``fp16``).
         grad_clip: gradient-norm clip (``None``: off).
         seed: base seed of the per-iteration random draws.
         rank, world_size: this process and the number of processes: a rank draws its share of the
@@ -93,8 +92,7 @@ class SAMMixTrainer(SupervisedTrainer):
         non_blocking: bool = False,
         **kwargs: Any,
     ) -> None:
-        if precision not in ("fp32", "amp", "bf16"):
-            raise ValueError(f"precision must be fp32, amp or bf16, got {precision!r}")
+        precision = normalize_precision(precision)
         super().__init__(
             device=device, max_epochs=max_epochs, train_data_loader=train_data_loader, network=network,
             optimizer=optimizer, loss_function=loss_function, epoch_length=epoch_length, non_blocking=non_blocking,
@@ -111,7 +109,7 @@ class SAMMixTrainer(SupervisedTrainer):
         self.rank = int(rank)
         self.world_size = int(world_size)
         self.resize_to_network = resize_to_network
-        use_scaler = precision == "amp" and torch.device(device).type == "cuda"
+        use_scaler = precision == "fp16" and torch.device(device).type == "cuda"
         self.grad_scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
         self.unlabelled_wait = 0.0  # seconds spent waiting for unlabelled batches (benchmarks)
         self._unl_iter: Any = None
@@ -148,9 +146,7 @@ class SAMMixTrainer(SupervisedTrainer):
         return batch
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.state.device.type, dtype=_AUTOCAST[self.precision])
+        return autocast(self.precision, self.state.device)
 
     # -- the iteration ---------------------------------------------------------------------------
 

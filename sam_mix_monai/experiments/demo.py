@@ -141,16 +141,18 @@ def _infer(run: ModelRun, phantom: Any, out: Path, progress: bool) -> InferenceO
     import torch
     from monai.metrics import compute_dice, compute_hausdorff_distance
 
-    from sam_mix_monai.inference import SliceInferer, SlicePredictor, load_checkpoint
+    from sam_mix_monai.inference import INFERABLE_MODELS, SlicePredictor, VolumeSliceInferer, load_checkpoint
+    from sam_mix_monai.inference.loading import training_preprocessing
     from sam_mix_monai.inference.runner import segment_cases
     from sam_mix_monai.transforms import DEFAULT_WINDOW
 
     case, image, label = _held_out_case(phantom, out / "infer" / "input")
     t0 = time.perf_counter()
-    network, mcfg, settings = load_checkpoint(run.run_dir / "best.pt", "cpu")
+    network, mcfg, record = load_checkpoint(run.run_dir / "best.pt", "cpu", models=INFERABLE_MODELS)
+    settings = training_preprocessing(record)
     predictor = SlicePredictor(network, device="cpu")
-    inferer = SliceInferer(image_size=settings.get("image_size") or mcfg.image_size, batch_size=settings.get("batch_size") or 8,
-                           window=settings.get("window") or DEFAULT_WINDOW, device="cpu")
+    inferer = VolumeSliceInferer(image_size=settings.get("image_size") or mcfg.image_size, batch_size=settings.get("batch_size") or 8,
+                                  window=settings.get("window") or DEFAULT_WINDOW, device="cpu")
     report = segment_cases([image], predictor, inferer, out / "infer", preview=True, progress=progress)
     res = report.results[0]
     if not res.ok:
@@ -191,7 +193,8 @@ def _figures(runs: Sequence[ModelRun], sam_mix: ModelRun | None, phantom: Any, d
 
     from sam_mix_monai.data.dataset import SliceTable
     from sam_mix_monai.engines.batch import network_size, predict_masks, run_network
-    from sam_mix_monai.engines.evaluate import load_network
+    from sam_mix_monai.networks.classifier import liver_probability
+    from sam_mix_monai.networks.run_checkpoint import load_checkpoint
     from sam_mix_monai.experiments.figures import save_cam_grid, save_prediction_comparison, save_training_comparison
 
     figures: list[tuple[str, str]] = []
@@ -204,7 +207,7 @@ def _figures(runs: Sequence[ModelRun], sam_mix: ModelRun | None, phantom: Any, d
         x = imgs[:, None]
         preds, outs, sizes, sam_mix_net = {}, {}, {}, None
         for r in ok:
-            net, _ = load_network(r.run_dir / "best.pt", "cpu")
+            net, _, _ = load_checkpoint(r.run_dir / "best.pt", "cpu")
             sizes[r.label] = network_size(net)
             if sam_mix is not None and r.label == sam_mix.label:
                 sam_mix_net = net
@@ -218,7 +221,7 @@ def _figures(runs: Sequence[ModelRun], sam_mix: ModelRun | None, phantom: Any, d
             out = outs[sam_mix.label]
             scale = imgs.shape[-1] / float(sizes[sam_mix.label] or imgs.shape[-1])
             boxes = (out["boxes"] * scale).tolist()  # SAM input pixels -> slice pixels
-            prob = torch.softmax(out["class_logits"].float(), 1)[:, 1].tolist()
+            prob = liver_probability(out["class_logits"]).tolist()
             gate = getattr(sam_mix_net, "cls_threshold", 0.5)
             save_cam_grid(list(imgs.numpy()), list(out["cam"][:, 0].numpy()), boxes, fig_dir / "cam_prompts.png",
                           [f"{t} · p(liver) {p:.2f}{' (gated)' if p < gate else ''}" for t, p in zip(titles, prob)],

@@ -2,7 +2,7 @@
 
 * :mod:`.geometry` original grid <-> canonical RAS display slices (slab read / write back);
 * :mod:`.predictor` one interface over SAM-Mix, U-Net and exported single-output models;
-* :mod:`.volume` :class:`SliceInferer`, the streaming slice-wise MONAI inferer;
+* :mod:`.volume` :class:`VolumeSliceInferer`, the streaming slice-wise MONAI inferer;
 * :mod:`.postprocess` 3D largest connected component;
 * :mod:`.summary` per-case JSON summary; :mod:`.preview` three-plane PNG;
 * :mod:`.cases` input discovery; :mod:`.runner` the per-case loop and outputs;
@@ -15,21 +15,23 @@ from sam_mix_monai.inference.cases import Case, find_cases
 from sam_mix_monai.inference.distributed import dist_info, shard
 from sam_mix_monai.inference.export import FORMATS, ExportCheck, check_export, export_network
 from sam_mix_monai.inference.geometry import AxialGeometry
-from sam_mix_monai.inference.loading import bundle_network, load_bundle, load_checkpoint, load_weights, read_checkpoint
+from sam_mix_monai.inference.loading import (INFERABLE_MODELS, bundle_network, load_bundle, load_checkpoint, load_weights,
+                                             read_checkpoint)
 from sam_mix_monai.inference.postprocess import keep_largest_component
 from sam_mix_monai.inference.predictor import SliceOutput, SlicePredictor
 from sam_mix_monai.inference.runner import CaseResult, RunReport, segment_case, segment_cases, write_mask
 from sam_mix_monai.inference.summary import case_summary
-from sam_mix_monai.inference.volume import SliceInferer
+from sam_mix_monai.inference.volume import VolumeSliceInferer
 
 __all__ = [
     "FORMATS",
+    "INFERABLE_MODELS",
     "AxialGeometry",
     "Case",
     "CaseResult",
     "ExportCheck",
     "RunReport",
-    "SliceInferer",
+    "VolumeSliceInferer",
     "SliceOutput",
     "SlicePredictor",
     "bundle_inference",

@@ -22,7 +22,7 @@ from sam_mix_monai.inference.distributed import dist_info
 from sam_mix_monai.inference.loading import load_weights, read_weights
 from sam_mix_monai.inference.predictor import SlicePredictor
 from sam_mix_monai.inference.runner import RunReport, segment_cases
-from sam_mix_monai.inference.volume import SliceInferer
+from sam_mix_monai.inference.volume import VolumeSliceInferer
 from sam_mix_monai.utils.errors import InputError, PathLike
 
 __all__ = ["bundle_inference", "ensure_phantom_ct", "training_store"]
@@ -106,7 +106,7 @@ def training_store(dataset_dir: PathLike, phantom: Any = None) -> Path:
 
 def bundle_inference(
     network: nn.Module,
-    inferer: SliceInferer,
+    inferer: VolumeSliceInferer,
     dataset_dir: PathLike,
     output_dir: PathLike,
     ckpt_path: PathLike | None = None,

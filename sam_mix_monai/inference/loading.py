@@ -2,10 +2,9 @@
 
 Two weight files are understood, both read with ``torch.load(..., weights_only=True)``:
 
-* a **training checkpoint** (``sam-mix train``'s ``best.pt`` / ``last.pt``): a dict with the state
-  dict under ``"network"`` and ``ModelConfig.model_dump()`` under ``"config"]["model"]`` (the
-  engines' layout), or under ``"model"`` / ``"model_config"``; the network is rebuilt from the
-  config alone (``build_model(..., load_pretrained=False)``, so no SAM file is needed);
+* a **training checkpoint** (``sam-mix train``'s ``best.pt`` / ``last.pt``): read and rebuilt by
+  :func:`sam_mix_monai.networks.run_checkpoint.load_checkpoint` (re-exported here), the one loader
+  of the project; :func:`training_preprocessing` gives the slicing its record implies;
 * a **bundle weight file** ``models/model.pt``: the plain state dict of the bundle's
   ``network_def`` (:func:`bundle_network`, a :class:`~sam_mix_monai.networks.SAMMixInference`, keys
   ``net.*``), as MONAI's ``CheckpointSaver`` writes it from ``train.yaml``. The module that
@@ -21,11 +20,11 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-from pydantic import ValidationError
 from torch import nn
 
 from sam_mix_monai.networks import ModelConfig, SAMMixInference, build_model
 from sam_mix_monai.networks.checkpoint import safe_torch_load
+from sam_mix_monai.networks.run_checkpoint import load_checkpoint, load_weights, read_checkpoint
 from sam_mix_monai.utils.errors import InputError, PathLike
 
 __all__ = [
@@ -40,53 +39,9 @@ __all__ = [
     "training_preprocessing",
 ]
 
-#: Model names volume inference can run (SAM-PP needs a point prompt per slice).
+#: Model names volume inference can run (SAM-PP needs a point prompt per slice); pass as
+#: ``load_checkpoint(path, device, models=INFERABLE_MODELS)``.
 INFERABLE_MODELS = ("sam_mix", "unet")
-_SHOW = 4
-
-
-def _read(path: PathLike) -> tuple[dict[str, torch.Tensor], ModelConfig, Mapping[str, Any]]:
-    obj = safe_torch_load(path)
-    found = None
-    if isinstance(obj, Mapping):
-        config = obj.get("config")
-        if "network" in obj and isinstance(config, Mapping) and isinstance(config.get("model"), Mapping):
-            found = ("network", config["model"], config)  # the engines' checkpoints (best.pt / last.pt)
-        elif "model" in obj and isinstance(obj.get("model_config"), Mapping):
-            found = ("model", obj["model_config"], {})
-    if found is None:
-        keys = sorted(map(str, obj))[:_SHOW] if isinstance(obj, Mapping) else type(obj).__name__
-        raise InputError(
-            path,
-            f"not a sam-mix training checkpoint (expected 'network' + 'config.model', or 'model' + 'model_config'; "
-            f"found {keys}); for a MONAI bundle use --bundle",
-        )
-    key, model_config, record = found
-    try:
-        cfg = ModelConfig(**dict(model_config))
-    except (ValidationError, TypeError) as e:
-        raise InputError(path, f"invalid model_config in checkpoint: {str(e).splitlines()[0]}") from None
-    state = obj[key]
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise InputError(path, f"checkpoint entry '{key}' is not a state dict of tensors")
-    return dict(state), cfg, record
-
-
-def read_checkpoint(path: PathLike) -> tuple[dict[str, torch.Tensor], ModelConfig]:
-    """Read a training checkpoint.
-
-    Args:
-        path: file written by ``sam-mix train`` (``{"network": ..., "config": {"model": ...}, ...}``) or
-            ``{"model": ..., "model_config": ...}``.
-
-    Returns:
-        ``(state_dict, model_config)``.
-
-    Raises:
-        InputError: unreadable file, not a training checkpoint, or an invalid model config.
-    """
-    state, cfg, _ = _read(path)
-    return state, cfg
 
 
 def training_preprocessing(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -121,38 +76,6 @@ def training_preprocessing(record: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _preview(keys: list[str]) -> str:
-    return f"{len(keys)} ({', '.join(keys[:_SHOW])}{', ...' if len(keys) > _SHOW else ''})"
-
-
-def load_weights(network: nn.Module, state: Mapping[str, torch.Tensor], path: PathLike | None = None) -> nn.Module:
-    """Load ``state`` into ``network`` strictly, with one-line errors.
-
-    Args:
-        network: the module.
-        state: its state dict (``module.`` prefixes of DataParallel are stripped).
-        path: file name for error messages.
-
-    Returns:
-        ``network``.
-
-    Raises:
-        InputError: missing / unexpected keys or shape mismatches (weights of another model).
-    """
-    state = {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state.items()}
-    own = network.state_dict()
-    if isinstance(network, SAMMixInference) and not any(k.startswith("net.") for k in state):
-        state = {f"net.{k}": v for k, v in state.items()}
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if k in state and state[k].shape != v.shape]
-    if missing or unexpected or wrong:
-        parts = [f"{what}: {_preview(keys)}" for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", wrong)) if keys]
-        raise InputError(path, "weights do not match the model (a checkpoint of another model or size?); " + "; ".join(parts))
-    network.load_state_dict(state, strict=True)
-    return network
-
-
 def read_weights(path: PathLike) -> Mapping[str, torch.Tensor]:
     """The state dict in a bundle weight file: a plain state dict, or a training checkpoint's
     ``network`` / ``model`` entry.
@@ -169,34 +92,6 @@ def read_weights(path: PathLike) -> Mapping[str, torch.Tensor]:
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise InputError(path, "no state dict of tensors found in the weight file")
     return obj
-
-
-def _check_inferable(cfg: ModelConfig, path: PathLike | None) -> None:
-    if cfg.name not in INFERABLE_MODELS:
-        raise InputError(path, f"model '{cfg.name}' cannot run volume inference (supported: {', '.join(INFERABLE_MODELS)})")
-
-
-def load_checkpoint(
-    path: PathLike, device: torch.device | str | None = None
-) -> tuple[nn.Module, ModelConfig, dict[str, Any]]:
-    """Rebuild and load the network of a training checkpoint, in eval mode.
-
-    Args:
-        path: training checkpoint.
-        device: where to put the network (``None``: CPU).
-
-    Returns:
-        ``(network, model_config, preprocessing)``: a :class:`~sam_mix_monai.networks.SAMMix` or
-        :class:`~sam_mix_monai.networks.UNetSeg`, its config, and :func:`training_preprocessing`.
-
-    Raises:
-        InputError: see :func:`read_checkpoint` and :func:`load_weights`.
-    """
-    state, cfg, record = _read(path)
-    _check_inferable(cfg, path)
-    net = build_model(cfg, load_pretrained=False)
-    load_weights(net, state, path)
-    return net.to(device or "cpu").eval(), cfg, training_preprocessing(record)
 
 
 def _accept_bare_keys(module: nn.Module, state_dict: dict, prefix: str, *args: Any) -> None:

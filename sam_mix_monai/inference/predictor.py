@@ -21,19 +21,17 @@ worst case, what a network that passes every slice costs.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from sam_mix_monai.networks import SAMMix, SAMMixInference, gate_logits
-from sam_mix_monai.networks.inference import GATED_LOGIT
+from sam_mix_monai.networks.single_output import GATED_LOGIT
+from sam_mix_monai.utils.precision import PRECISIONS, autocast, normalize_precision
 
 __all__ = ["SlicePredictor", "SliceOutput", "PRECISIONS"]
 
-PRECISIONS = ("fp32", "bf16", "fp16")
-_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -72,9 +70,7 @@ class SlicePredictor:
         precision: str = "fp32",
         skip_gated: bool = True,
     ) -> None:
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-        self.precision = precision
+        self.precision = normalize_precision(precision)
         self.skip_gated = bool(skip_gated)
         if device is not None:
             network = network.to(device)
@@ -115,9 +111,7 @@ class SlicePredictor:
             The predictions, on the CPU.
         """
         x = image.to(self.device, non_blocking=True)
-        autocast = (torch.autocast(self.device.type, dtype=_AUTOCAST[self.precision]) if self.precision in _AUTOCAST
-                    else contextlib.nullcontext())
-        with autocast:
+        with autocast(self.precision, self.device):
             if self.sam_mix is not None:
                 return self._sam_mix(x) if self.skip_gated else self._sam_mix_full(x)
             out = self.network(x)

@@ -33,7 +33,7 @@ from sam_mix_monai.inference.postprocess import keep_largest_component
 from sam_mix_monai.inference.predictor import SlicePredictor
 from sam_mix_monai.inference.preview import save_triplanar_preview
 from sam_mix_monai.inference.summary import case_summary, write_summary
-from sam_mix_monai.inference.volume import SliceInferer, volume_array
+from sam_mix_monai.inference.volume import VolumeSliceInferer, volume_array
 from sam_mix_monai.utils.atomic import atomic_output, check_writable_dir
 from sam_mix_monai.utils.errors import InputError, PathLike
 
@@ -117,7 +117,7 @@ def write_mask(mask: np.ndarray, affine: np.ndarray, target: PathLike, reference
 def segment_case(
     case: Case,
     predictor: SlicePredictor,
-    inferer: SliceInferer,
+    inferer: VolumeSliceInferer,
     output_dir: PathLike,
     preview: bool = False,
     largest_component: bool = True,
@@ -179,7 +179,7 @@ def segment_case(
 def segment_cases(
     inputs: Sequence[PathLike] | Sequence[Case],
     predictor: SlicePredictor,
-    inferer: SliceInferer,
+    inferer: VolumeSliceInferer,
     output_dir: PathLike,
     preview: bool = False,
     largest_component: bool = True,

@@ -21,7 +21,7 @@ Example:
     ...     def forward(self, x): return (x - 0.6) * 20
     >>> vol = MetaTensor(torch.full((1, 40, 30, 6), -1000.0), affine=torch.diag(torch.tensor([-1.0, -1, 2, 1])))
     >>> vol[0, 10:20, 5:15, 2:4] = 200.0
-    >>> mask = SliceInferer(batch_size=4)(vol, Bright())
+    >>> mask = VolumeSliceInferer(batch_size=4)(vol, Bright())
     >>> tuple(mask.shape), int(mask.sum()), torch.equal(mask.affine, vol.affine)
     ((1, 40, 30, 6), 200, True)
 """
@@ -43,7 +43,7 @@ from sam_mix_monai.inference.geometry import AxialGeometry
 from sam_mix_monai.inference.predictor import SlicePredictor
 from sam_mix_monai.transforms import DEFAULT_WINDOW, HUWindow
 
-__all__ = ["SliceInferer", "volume_array"]
+__all__ = ["VolumeSliceInferer", "volume_array"]
 
 
 def volume_array(volume: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -57,8 +57,11 @@ def volume_array(volume: torch.Tensor | np.ndarray) -> np.ndarray:
     return arr[0]
 
 
-class SliceInferer(Inferer):
+class VolumeSliceInferer(Inferer):
     """MONAI inferer that segments a whole CT volume slice by slice on its own grid.
+
+    Named apart from :class:`monai.inferers.SliceInferer` (which runs a 2D network over the slices
+    of a tensor already in memory): this one reorients, windows, streams and gates the slices.
 
     ``inferer(volume, network)`` takes a ``(1, X, Y, Z)`` HU MetaTensor (any header orientation) and
     returns a ``(1, X, Y, Z)`` ``uint8`` MetaTensor mask with the same affine. Per canonical slice,
@@ -140,7 +143,7 @@ class SliceInferer(Inferer):
         predictor = self.predictor(network)
         size = self.image_size or predictor.image_size
         if size is None:
-            raise ValueError("the network does not declare its input size: pass image_size to SliceInferer")
+            raise ValueError("the network does not declare its input size: pass image_size to VolumeSliceInferer")
         arr = volume_array(inputs)
         affine = np.asarray(inputs.affine, dtype=np.float64) if isinstance(inputs, MetaTensor) else np.eye(4)
         geo = AxialGeometry(affine, arr.shape)

@@ -4,9 +4,10 @@
 * :mod:`.cam` closed-form GradCAM, threshold, largest component, box, liver gate;
 * :mod:`.sam_builder` SAM configurations built from ``segment_anything`` modules;
 * :mod:`.checkpoint` safe loading of official SAM / MedSAM checkpoints;
+* :mod:`.run_checkpoint` the one reader / loader of this project's training checkpoints;
 * :mod:`.lora` LoRA on q/v of the encoder attention, encoder modes;
 * :mod:`.decoding` batched one-prompt-per-image decoding;
-* :mod:`.sam_mix` the SAM-Mix module; :mod:`.inference` its single-output export wrapper;
+* :mod:`.sam_mix` the SAM-Mix module; :mod:`.single_output` its single-output (export) wrapper;
 * :mod:`.baselines` U-Net, SAM-PP and its point pickers;
 * :mod:`.registry` ``ModelConfig`` and ``build_model``.
 """
@@ -22,16 +23,18 @@ from sam_mix_monai.networks.cam import (
     minmax_normalize,
 )
 from sam_mix_monai.networks.checkpoint import adapt_sam_state_dict, load_sam_checkpoint, read_state_dict
-from sam_mix_monai.networks.classifier import ResNet38, build_classifier, resnet38, resnet38_compact
+from sam_mix_monai.networks.classifier import LIVER, ResNet38, build_classifier, liver_probability, resnet38, resnet38_compact
 from sam_mix_monai.networks.decoding import decode_paired, sam_forward, select_best_mask
-from sam_mix_monai.networks.inference import GATED_LOGIT, SAMMixInference
+from sam_mix_monai.networks.single_output import GATED_LOGIT, SAMMixInference
 from sam_mix_monai.networks.lora import LoRAQKV, configure_encoder, inject_lora, resolve_encoder_mode
 from sam_mix_monai.networks.registry import MODEL_REGISTRY, ModelConfig, build_model, register_model
 from sam_mix_monai.networks.sam_builder import SAM_SPECS, SamSpec, auto_window_size, build_sam, preprocess_gray
+from sam_mix_monai.networks.run_checkpoint import TrainingCheckpoint, load_checkpoint, load_weights, read_checkpoint
 from sam_mix_monai.networks.sam_mix import SAMMix
 
 __all__ = [
     "GATED_LOGIT",
+    "LIVER",
     "LoRAQKV",
     "MODEL_REGISTRY",
     "ModelConfig",
@@ -41,6 +44,7 @@ __all__ = [
     "SAMPP",
     "SAM_SPECS",
     "SamSpec",
+    "TrainingCheckpoint",
     "UNetSeg",
     "adapt_sam_state_dict",
     "auto_window_size",
@@ -56,11 +60,15 @@ __all__ = [
     "inject_lora",
     "interior_point",
     "largest_component",
+    "load_checkpoint",
+    "load_weights",
+    "liver_probability",
     "load_sam_checkpoint",
     "mask_to_box",
     "minmax_normalize",
     "preprocess_gray",
     "random_point_in_mask",
+    "read_checkpoint",
     "read_state_dict",
     "register_model",
     "resnet38",

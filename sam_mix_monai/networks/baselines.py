@@ -62,7 +62,13 @@ class SAMPP(nn.Module):
 
     Args:
         sam: SAM from :func:`.sam_builder.build_sam` (encoder mode already configured).
+
+    Attributes:
+        point_prompted: capability flag the engines read: ``forward(image, point)`` needs a point per
+            slice (networks without the attribute take the image alone).
     """
+
+    point_prompted = True
 
     def __init__(self, sam: Sam) -> None:
         super().__init__()

@@ -31,7 +31,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ResNet38", "resnet38", "resnet38_compact", "build_classifier"]
+__all__ = ["LIVER", "ResNet38", "resnet38", "resnet38_compact", "build_classifier", "liver_probability"]
+
+#: Index of the liver class in every (B, 2) class-logit tensor of the project (0: liver-free).
+LIVER = 1
+
+
+def liver_probability(class_logits: torch.Tensor) -> torch.Tensor:
+    """(B, 2) class logits -> (B,) float32 softmax probability of :data:`LIVER`."""
+    return torch.softmax(class_logits.float(), dim=1)[:, LIVER]
 
 
 class ResBlock(nn.Module):

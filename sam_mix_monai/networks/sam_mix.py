@@ -41,12 +41,11 @@ from segment_anything.modeling import Sam
 from torch import nn
 
 from sam_mix_monai.networks.cam import cam_prompts, closed_form_gradcam
-from sam_mix_monai.networks.classifier import ResNet38
+from sam_mix_monai.networks.classifier import LIVER, ResNet38, liver_probability
 from sam_mix_monai.networks.decoding import sam_forward
 
 __all__ = ["SAMMix"]
 
-LIVER = 1
 #: Prompt-stage entries :meth:`SAMMix.forward` returns (besides SAM's), in this order.
 _PROMPT_OUTPUTS = ("class_logits", "liver_prob", "liver_present", "cam", "cam_mask", "boxes", "box_fallback")
 
@@ -59,7 +58,7 @@ class SAMMix(nn.Module):
         sam: SAM built by :func:`.sam_builder.build_sam` (encoder mode already configured).
         cam_threshold: threshold on the min-max normalised CAM.
         cls_threshold: liver probability below which a slice counts as liver-free (used by
-            :class:`.inference.SAMMixInference`; reported here as ``liver_present``).
+            :class:`.single_output.SAMMixInference`; reported here as ``liver_present``).
         lcc_iterations: label-propagation rounds of the connected-component step (``None`` = h + w).
         fallback_fraction: side fraction of the central box used when the thresholded CAM is empty.
         use_box: feed the CAM box as the sparse prompt (``False``: "mask-only" ablation).
@@ -129,7 +128,7 @@ class SAMMix(nn.Module):
             # (S/4); avg_pool2d rather than interpolate(mode="area"), which ONNX cannot export.
             factor = s // int(self.sam.prompt_encoder.mask_input_size[0])
             dense = F.avg_pool2d(prompts["cam_mask"], factor)
-        liver_prob = torch.softmax(class_logits.float(), dim=1)[:, LIVER]
+        liver_prob = liver_probability(class_logits)
         return {
             "image": x,
             "class_logits": class_logits,
@@ -182,7 +181,7 @@ class SAMMix(nn.Module):
         """Segment a batch of slices: :meth:`prompt`, then :meth:`segment` on every slice.
 
         Every slice goes through SAM, including those the classifier calls liver-free (training
-        needs them; :class:`.inference.SAMMixInference` and the exporters need static shapes).
+        needs them; :class:`.single_output.SAMMixInference` and the exporters need static shapes).
         :class:`sam_mix_monai.inference.SlicePredictor` runs the two stages itself and skips SAM on
         gated slices.
 

@@ -71,7 +71,7 @@ def test_configs_name_standard_ids_and_agree() -> None:
                 assert part in node, f"{extra}: {key}"
                 node = node[part]
     text = "".join((BUNDLE / "configs" / f).read_text() for f in ("train.yaml", "inference.yaml"))
-    assert "sam_mix_monai.engines.SAMMixTrainer" in text and "sam_mix_monai.inference.SliceInferer" in text
+    assert "sam_mix_monai.engines.SAMMixTrainer" in text and "sam_mix_monai.inference.VolumeSliceInferer" in text
 
 
 def _python_env() -> dict:
@@ -90,7 +90,7 @@ def bundle_copy(tmp_path_factory) -> Path:
     """The bundle copied to a temporary folder, with models/model.pt made from the tiny checkpoint."""
     root = tmp_path_factory.mktemp("bundle") / "sam_mix_liver_ct"
     shutil.copytree(BUNDLE, root)
-    state, cfg = read_checkpoint(tiny_checkpoint())
+    state, cfg, _ = read_checkpoint(tiny_checkpoint())
     net = bundle_network(cfg)
     net.load_state_dict(state)
     torch.save(net.state_dict(), root / "models" / "model.pt")  # what CheckpointSaver writes from train.yaml
@@ -98,7 +98,7 @@ def bundle_copy(tmp_path_factory) -> Path:
 
 
 def _eager(root: Path, x: torch.Tensor) -> np.ndarray:
-    _, cfg = read_checkpoint(tiny_checkpoint())
+    _, cfg, _ = read_checkpoint(tiny_checkpoint())
     net = bundle_network(cfg)
     net.load_state_dict(torch.load(root / "models" / "model.pt", weights_only=True))
     with torch.no_grad():

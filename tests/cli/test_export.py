@@ -17,7 +17,7 @@ ATOL = 1e-3
 
 
 def _eager(x: torch.Tensor) -> np.ndarray:
-    state, cfg = read_checkpoint(tiny_checkpoint())
+    state, cfg, _ = read_checkpoint(tiny_checkpoint())
     net = bundle_network(cfg)
     net.load_state_dict(state)
     with torch.no_grad():

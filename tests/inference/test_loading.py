@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sam_mix_monai.inference import bundle_network, load_checkpoint, load_weights, read_checkpoint
+from sam_mix_monai.inference import INFERABLE_MODELS, bundle_network, load_checkpoint, load_weights, read_checkpoint
 from sam_mix_monai.networks import ModelConfig, SAMMix, UNetSeg, build_model
 from sam_mix_monai.utils.errors import InputError
 from tests.inference.tiny_model import tiny_checkpoint
@@ -16,14 +16,14 @@ CFG = ModelConfig(name="sam_mix", size="compact", image_size=64)
 
 
 def test_load_training_checkpoint() -> None:
-    net, cfg, prep = load_checkpoint(tiny_checkpoint())
-    assert isinstance(net, SAMMix) and not net.training and cfg.image_size == 64 and prep == {}
+    net, cfg, record = load_checkpoint(tiny_checkpoint())
+    assert isinstance(net, SAMMix) and not net.training and cfg.image_size == 64 and record["model"]["name"] == "sam_mix"
 
 
 def test_engines_checkpoint_written_by_sam_mix_train(tmp_path: Path) -> None:
     from sam_mix_monai.engines.handlers import RunRecord
 
-    state, cfg = read_checkpoint(tiny_checkpoint())
+    state, cfg, _ = read_checkpoint(tiny_checkpoint())
     p = tmp_path / "best.pt"
     torch.save({"network": state, "config": RunRecord(cfg.model_dump(mode="json"), {}, "x").state_dict()}, p)
     net, cfg2, _ = load_checkpoint(p)
@@ -91,12 +91,12 @@ def test_bad_checkpoints(tmp_path: Path, kind: str, match: str) -> None:
         pp = ModelConfig(name="sam_pp", size="compact", image_size=64)
         p = _save(tmp_path, {"model": build_model(pp).state_dict(), "model_config": pp.model_dump()})
     with pytest.raises(InputError, match=match) as e:
-        load_checkpoint(p)
+        load_checkpoint(p, models=INFERABLE_MODELS)
     assert "\n" not in str(e.value)
 
 
 def test_bundle_network_accepts_both_key_layouts() -> None:
-    state, cfg = read_checkpoint(tiny_checkpoint())
+    state, cfg, _ = read_checkpoint(tiny_checkpoint())
     a = bundle_network(cfg.model_dump())
     a.load_state_dict(state)  # bare SAMMix keys (pre-hook adds "net.")
     b = bundle_network(cfg)

@@ -10,7 +10,7 @@ import torch
 from monai.data import MetaTensor
 
 from sam_mix_monai.data.io import read_volume
-from sam_mix_monai.inference import AxialGeometry, SliceInferer, SlicePredictor, load_checkpoint
+from sam_mix_monai.inference import AxialGeometry, VolumeSliceInferer, SlicePredictor, load_checkpoint
 from sam_mix_monai.networks import GATED_LOGIT
 from sam_mix_monai.transforms import SlicingConfig, volume_to_slices_transform
 from tests.inference.tiny_model import IMAGE_SIZE, phantom, save_case, tiny_checkpoint
@@ -38,7 +38,7 @@ def _volume(codes: str = "LPS") -> MetaTensor:
 def test_network_input_equals_training_slices() -> None:
     vol = _volume("LPS")
     rec = Recorder()
-    SliceInferer(batch_size=16)(vol, rec)
+    VolumeSliceInferer(batch_size=16)(vol, rec)
     seen = torch.cat(rec.seen)[:, 0]
     ref = volume_to_slices_transform(SlicingConfig(keep_rate="all", image_size=IMAGE_SIZE), with_label=False)(
         {"image": vol.float()})["image"]
@@ -49,8 +49,8 @@ def test_network_input_equals_training_slices() -> None:
 @pytest.mark.parametrize("batch", [1, 7])
 def test_result_does_not_depend_on_batch_size(batch: int) -> None:
     vol = _volume("PLS")
-    ref = SliceInferer(batch_size=40)(vol, Recorder())
-    out = SliceInferer(batch_size=batch)(vol, Recorder())
+    ref = VolumeSliceInferer(batch_size=40)(vol, Recorder())
+    out = VolumeSliceInferer(batch_size=batch)(vol, Recorder())
     assert torch.equal(out.as_tensor(), ref.as_tensor())
     assert out.shape == vol.shape and out.dtype == torch.uint8 and torch.equal(out.affine, vol.affine)
     assert 0 < int(out.sum()) < out.numel()
@@ -59,7 +59,7 @@ def test_result_does_not_depend_on_batch_size(batch: int) -> None:
 def test_trained_model_scores_and_gate() -> None:
     net, _, _ = load_checkpoint(tiny_checkpoint())
     vol = _volume("RAS")
-    out = SliceInferer(batch_size=8)(vol, net)
+    out = VolumeSliceInferer(batch_size=8)(vol, net)
     prob, iou = out.meta["liver_prob"], out.meta["chosen_iou"]
     assert prob.shape == (40,) and iou.shape == (40,) and not np.isnan(prob).any()
     geo = AxialGeometry(np.asarray(vol.affine), vol.shape[1:])
@@ -67,7 +67,7 @@ def test_trained_model_scores_and_gate() -> None:
     assert not has[prob < 0.5].any()  # gated slices stay empty
     assert geo.depth == 40
     # Gate everything: an empty mask.
-    empty = SliceInferer(cls_threshold=1.01)(vol, net)
+    empty = VolumeSliceInferer(cls_threshold=1.01)(vol, net)
     assert int(empty.sum()) == 0
 
 
@@ -76,7 +76,7 @@ def test_predictor_on_single_output_module() -> None:
     out = pred(torch.rand(2, 1, IMAGE_SIZE, IMAGE_SIZE))
     assert out.logits.shape == (2, 1, IMAGE_SIZE, IMAGE_SIZE) and out.liver_prob is None and not pred.has_scores
     with pytest.raises(ValueError, match="image_size"):
-        SliceInferer()(_volume(), torch.nn.Identity())
+        VolumeSliceInferer()(_volume(), torch.nn.Identity())
 
 
 def test_memory_mapped_nifti_is_read_slab_by_slab(tmp_path: Path) -> None:
@@ -84,13 +84,13 @@ def test_memory_mapped_nifti_is_read_slab_by_slab(tmp_path: Path) -> None:
     path = save_case(tmp_path / "v.nii", c.image, c.affine)  # uncompressed: nibabel memory-maps it
     vol = read_volume(path)
     assert isinstance(vol.as_tensor().numpy().base, np.memmap) or vol.as_tensor().numpy().base is not None
-    out = SliceInferer(batch_size=5)(vol, Recorder())
-    ref = SliceInferer(batch_size=5)(_volume("LAS"), Recorder())
+    out = VolumeSliceInferer(batch_size=5)(vol, Recorder())
+    ref = VolumeSliceInferer(batch_size=5)(_volume("LAS"), Recorder())
     assert torch.equal(out.as_tensor(), ref.as_tensor())
 
 
 def test_gated_logit_is_empty() -> None:
-    inf = SliceInferer()
+    inf = VolumeSliceInferer()
     logits = torch.full((2, 1, 8, 8), GATED_LOGIT)
     logits[1, 0, 2:4, 2:4] = 5.0
     m = inf.postprocess(logits, (16, 12))
@@ -100,9 +100,9 @@ def test_gated_logit_is_empty() -> None:
 def test_bf16_autocast_agrees_with_fp32() -> None:
     net, _, _ = load_checkpoint(tiny_checkpoint())
     vol = _volume("LPS")
-    ref = SliceInferer()(vol, net).as_tensor().bool()
-    got = SliceInferer(precision="bf16")(vol, net).as_tensor().bool()
+    ref = VolumeSliceInferer()(vol, net).as_tensor().bool()
+    got = VolumeSliceInferer(precision="bf16")(vol, net).as_tensor().bool()
     dice = 2 * (ref & got).sum() / (ref.sum() + got.sum())
     assert float(dice) >= 0.95
     with pytest.raises(ValueError, match="precision"):
-        SliceInferer(precision="int8")(vol, net)
+        VolumeSliceInferer(precision="int8")(vol, net)
