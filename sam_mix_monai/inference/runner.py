@@ -163,6 +163,7 @@ def segment_case(
         geo,
         pred.meta.get("liver_prob"),
         pred.meta.get("chosen_iou"),
+        image=volume_array(vol),
         case=case.name,
         input=str(case.path),
         mask_file=str(result.outputs[0]),

@@ -10,9 +10,12 @@ Fields (``None`` where the network gives no scores, e.g. a U-Net or an exported 
 * ``mean_predicted_iou``: mean of SAM's IoU prediction for the chosen mask over those slices
   (slices the classifier gate skipped have no prediction, NaN, and no mask voxels: they never count;
   NaN values are ignored, and a mean over none is ``None``);
+* ``anatomy``: the fields of the anatomical checks of :mod:`.quality` (HU inside the mask, side,
+  spine and lungs, craniocaudal extent against the scan's, border contact, ``cut_by_scan``);
 * ``quality``: ``"ok"`` or ``"check"``; ``quality_reasons`` lists why (no liver found, a mean
   classifier confidence under :data:`MIN_CONFIDENCE`, a mean predicted IoU under :data:`MIN_IOU`,
-  a liver volume outside :data:`LIVER_ML_RANGE`).
+  and every failed check of :mod:`.quality`: volume, extent, border and, given the CT, HU and
+  position).
 
 The thresholds are screening heuristics for a human to take a second look, not validated cut-offs.
 """
@@ -27,6 +30,7 @@ import numpy as np
 from nibabel.orientations import aff2axcodes
 
 from sam_mix_monai.inference.geometry import AxialGeometry
+from sam_mix_monai.inference.quality import LIVER_ML_RANGE, anatomy_checks, extent_checks
 from sam_mix_monai.utils.atomic import atomic_output
 from sam_mix_monai.utils.errors import PathLike
 
@@ -36,8 +40,6 @@ __all__ = ["case_summary", "write_summary", "MIN_CONFIDENCE", "MIN_IOU", "LIVER_
 MIN_CONFIDENCE = 0.75
 #: Mean predicted IoU (liver slices) below which a case is flagged.
 MIN_IOU = 0.5
-#: Adult liver volumes outside this range (mL) are flagged (normal livers: about 1000-2500 mL).
-LIVER_ML_RANGE = (300.0, 5000.0)
 
 
 def _mean(x: np.ndarray | None) -> float | None:
@@ -51,6 +53,7 @@ def case_summary(
     geometry: AxialGeometry,
     liver_prob: np.ndarray | None = None,
     chosen_iou: np.ndarray | None = None,
+    image: np.ndarray | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
     """Summarise one predicted mask.
@@ -60,6 +63,7 @@ def case_summary(
         geometry: the input grid.
         liver_prob: per canonical slice classifier probability, or ``None``.
         chosen_iou: per canonical slice predicted IoU (NaN where SAM did not run), or ``None``.
+        image: ``(X, Y, Z)`` HU of the input, same grid: enables the HU and position checks.
         extra: more fields to store first (case id, paths, timings).
 
     Returns:
@@ -89,13 +93,14 @@ def case_summary(
         mean_liver_prob=_mean(prob_liver),
         mean_predicted_iou=_mean(iou_liver),
     )
-    reasons = []
-    if voxels == 0:
-        reasons.append("no liver found")
-    else:
-        lo, hi = LIVER_ML_RANGE
-        if not lo <= out["liver_volume_ml"] <= hi:
-            reasons.append(f"liver volume {out['liver_volume_ml']:.0f} mL outside {lo:.0f}-{hi:.0f} mL")
+    reasons = ["no liver found"] if voxels == 0 else []
+    anatomy, why = extent_checks(mask, geometry)
+    reasons += why
+    if image is not None:
+        fields, why = anatomy_checks(mask, image, geometry)
+        anatomy.update(fields)
+        reasons += why
+    out["anatomy"] = anatomy
     if out["mean_classifier_confidence"] is not None and out["mean_classifier_confidence"] < MIN_CONFIDENCE:
         reasons.append(f"low classifier confidence {out['mean_classifier_confidence']:.2f} < {MIN_CONFIDENCE}")
     if out["mean_predicted_iou"] is not None and out["mean_predicted_iou"] < MIN_IOU:

@@ -24,8 +24,12 @@ def test_volume_slices_and_flags(tmp_path: Path) -> None:
     assert s["liver_volume_ml"] == 30 * 30 * 3 * 20 / 1000
     assert s["slices_with_liver"] == 3 and s["liver_slice_range"] == [7, 9]
     assert s["mean_liver_prob"] == round(float(prob[7:].mean()), 4)
-    assert s["quality"] == "check" and any("volume" in r for r in s["quality_reasons"])
-    assert any("confidence" in r for r in s["quality_reasons"])  # probabilities near 0.5 in the middle
+    # The scan's last slice cuts the mask: its 54 mL are a lower bound, not flagged as too small.
+    assert s["anatomy"]["cut_by_scan"] == "superior" and not any("volume" in r for r in s["quality_reasons"])
+    assert s["quality"] == "check" and any("confidence" in r for r in s["quality_reasons"])  # p near 0.5 mid-scan
+    mask[..., 0] = 0  # canonical 7-8: no longer cut, so too small
+    s = case_summary(mask, geo, prob, iou, case="x")
+    assert s["anatomy"]["cut_by_scan"] is None and any("volume 36 mL" in r for r in s["quality_reasons"])
     path = write_summary(s, tmp_path / "s.json")
     assert json.loads(path.read_text())["slices"] == 10
 
