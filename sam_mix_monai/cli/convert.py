@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 from sam_mix_monai.data.converter import convert, write_store_preview
 from sam_mix_monai.data.layouts import FORMATS
 from sam_mix_monai.data.splits import parse_split
 from sam_mix_monai.transforms import DEFAULT_KEEP_RATE, DEFAULT_WINDOW, SlicingConfig
+from sam_mix_monai.utils.atomic import output_folder
 from sam_mix_monai.utils.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -45,11 +47,17 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         err = e.errors()[0] if hasattr(e, "errors") else {"loc": ("?",), "msg": str(e)}
         raise InputError(None, f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
-    summary = convert(args.input, args.output, args.format, cfg, parse_split(args.split), args.seed,
-                      args.workers, progress=not args.no_progress)
+    with output_folder(Path(args.output).parent):  # removed again when the run leaves nothing in it
+        summary = convert(args.input, args.output, args.format, cfg, parse_split(args.split), args.seed,
+                          args.workers, progress=not args.no_progress)
+        if args.preview:
+            try:
+                png = write_store_preview(summary.output, str(summary.output) + ".preview.png")
+            except BaseException:  # the store and its preview appear together or not at all
+                summary.output.unlink(missing_ok=True)
+                raise
     print(summary.table())
     print(f"wrote {summary.output} in {summary.seconds:.1f} s")
     if args.preview:
-        png = write_store_preview(summary.output, str(summary.output) + ".preview.png")
         print(f"preview: {png}")
     return 0

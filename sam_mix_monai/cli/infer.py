@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 
 import torch
 
@@ -62,13 +63,24 @@ def _device(name: str, local_rank: int) -> torch.device:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Segment the inputs; print one line per case and the failures at the end."""
+    """Segment the inputs; print one line per case and the failures at the end.
+
+    The output folder is created when missing and removed again when the run leaves nothing in it;
+    temporary files that a killed earlier run left there are removed first.
+    """
+    from sam_mix_monai.utils.atomic import output_folder
+
+    with output_folder(args.output) as out:
+        return _run(args, out)
+
+
+def _run(args: argparse.Namespace, out) -> int:
     from sam_mix_monai.inference import (INFERABLE_MODELS, SlicePredictor, VolumeSliceInferer, find_cases, load_bundle,
                                          load_checkpoint)
     from sam_mix_monai.inference.loading import training_preprocessing
     from sam_mix_monai.inference.distributed import dist_info
     from sam_mix_monai.inference.runner import segment_cases
-    from sam_mix_monai.utils.atomic import check_writable_dir
+    from sam_mix_monai.utils.atomic import clean_stale_parts
 
     if args.batch_size is not None and args.batch_size < 1:
         raise InputError(None, f"--batch-size must be at least 1 (got {args.batch_size})")
@@ -78,8 +90,10 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     rank, world, local_rank = dist_info()
     device = _device(args.device, local_rank)
-    out = check_writable_dir(args.output)
+    started = time.time()
     cases = find_cases(args.inputs)
+    if rank == 0:  # leftovers of a killed earlier run writing these cases
+        clean_stale_parts(out, before=started, stems=[f"{c.name}_liver." for c in cases])
     settings: dict = {}
     if args.checkpoint:
         network, cfg, record = load_checkpoint(args.checkpoint, device, models=INFERABLE_MODELS)

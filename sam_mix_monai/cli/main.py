@@ -2,8 +2,10 @@
 
 Sub-command modules each expose ``add_parser(subparsers)``, which registers the
 command and sets ``func`` (a callable taking the parsed ``argparse.Namespace`` and
-returning an exit code). Errors in user input (:class:`InputError`) print as one
-line and exit with code 2; ``--debug`` shows the traceback instead.
+returning an exit code). This is the command's error boundary: errors in user input
+(:class:`InputError`) and any unexpected exception print as one line (the file when known,
+the stage, the exception type and message) and exit with code 2; ``--debug`` shows the
+traceback instead.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import sys
 from typing import Sequence
 
 from sam_mix_monai import __version__
+from sam_mix_monai.utils.boundary import UnexpectedError, to_input_error
 from sam_mix_monai.utils.errors import InputError
 
 # Sub-commands, in the order ``sam-mix --help`` lists them. A module that is not
@@ -71,6 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(message)s",
     )
+    if args.debug:  # e.g. the traceback of each failed case of a batch
+        logging.getLogger("sam_mix_monai").setLevel(logging.DEBUG)
     try:
         return int(args.func(args) or 0)
     except InputError as e:
@@ -81,6 +86,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"sam-mix {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # the boundary: no traceback without --debug
+        if args.debug:
+            raise
+        err = to_input_error(e, getattr(e, "filename", None), args.command)
+        hint = " (--debug shows the traceback)" if isinstance(err, UnexpectedError) else ""
+        print(f"sam-mix {args.command}: error: {err}{hint}", file=sys.stderr)
+        return err.exit_code
 
 
 if __name__ == "__main__":  # pragma: no cover

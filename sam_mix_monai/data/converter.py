@@ -34,7 +34,8 @@ from sam_mix_monai.data.ircadb import read_ircadb_image, read_ircadb_liver
 from sam_mix_monai.data.layouts import CaseFiles, find_cases
 from sam_mix_monai.data.splits import DEFAULT_SPLIT, assign_splits
 from sam_mix_monai.transforms import SlicingConfig, volume_to_slices_transform
-from sam_mix_monai.utils.atomic import atomic_output
+from sam_mix_monai.utils.atomic import atomic_output, clean_stale_parts, ensure_free_space
+from sam_mix_monai.utils.boundary import stage
 from sam_mix_monai.utils.errors import InputError, PathLike
 
 logger = logging.getLogger(__name__)
@@ -52,15 +53,19 @@ def slice_case(case: CaseFiles, cfg: SlicingConfig, fmt: str = "lits") -> CaseSl
         InputError: any problem with the case's files.
     """
     if fmt == "ircadb":
-        image = read_ircadb_image(case.image)
-        label, _ = read_ircadb_liver(case.label, image)  # checked against the image grid
+        with stage("read", case.image):
+            image = read_ircadb_image(case.image)
+            label, _ = read_ircadb_liver(case.label, image)  # checked against the image grid
     else:
-        image = read_volume(case.image)
-        check_ct_values(image, case.image)
-        label = read_volume(case.label)
-        check_label_values(label, case.label)
-        check_same_grid(image, label, case.image, case.label)
-    out = volume_to_slices_transform(cfg)({"image": image, "label": label})
+        with stage("read", case.image):
+            image = read_volume(case.image)
+            check_ct_values(image, case.image)
+        with stage("read", case.label):
+            label = read_volume(case.label)
+            check_label_values(label, case.label)
+            check_same_grid(image, label, case.image, case.label)
+    with stage("slicing", case.image):
+        out = volume_to_slices_transform(cfg)({"image": image, "label": label})
     affine, shape = canonical_geometry(np.asarray(image.affine, dtype=np.float64), tuple(image.shape[1:]))
     spacing = voxel_spacing(affine)
     s = cfg.image_size
@@ -148,6 +153,7 @@ def convert(
     if output.exists() and output.is_dir():
         raise InputError(output, "output path is a folder, expected a .h5 file name")
     cases = find_cases(input_dir, fmt)
+    clean_stale_parts(output.parent, before=time.time(), stems=[output.name + "."])  # a killed run's leftovers
     assignment = assign_splits([c.case_id for c in cases], split, seed)
     workers = max(1, min(workers or min(os.cpu_count() or 1, 4), len(cases)))
     summary = ConversionSummary(output=output)
@@ -158,6 +164,7 @@ def convert(
             bar = tqdm(total=len(cases), desc="convert", unit="case", disable=not progress)
             for res in _results(cases, cfg, workers, fmt):
                 sp = assignment[res.case_id]
+                ensure_free_space(tmp.parent, res.image.size * 3 + len(res.label) * 96 + (64 << 10), output)
                 writer.append(res, sp)
                 summary.cases[sp] += 1
                 summary.slices[sp] += len(res.label)

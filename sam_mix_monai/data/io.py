@@ -24,6 +24,7 @@ import torch
 from monai.data import MetaTensor
 from nibabel.orientations import aff2axcodes, inv_ornt_aff, io_orientation
 
+from sam_mix_monai.data.dicom_checks import check_series
 from sam_mix_monai.utils.errors import InputError, PathLike
 
 logger = logging.getLogger(__name__)
@@ -31,6 +32,8 @@ logger = logging.getLogger(__name__)
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 #: The RAS<->LPS world-axis flip (DICOM/ITK world space is LPS).
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+#: Smallest intensity span (HU) of a CT: air (-1000) to soft tissue (about +50) is far more.
+MIN_CT_CONTRAST = 100.0
 
 
 
@@ -76,6 +79,7 @@ def _read_dicom_series(path: Path) -> MetaTensor:
     chosen = max(files, key=len)
     if len(series) > 1:
         logger.warning("%s: %d DICOM series found, using the largest (%d files)", path, len(series), len(chosen))
+    check_series(path, chosen, [f for group in files for f in group])
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(chosen)
     try:
@@ -111,6 +115,7 @@ def read_volume(path: PathLike) -> MetaTensor:
         vol = _read_nifti(p)
     else:
         raise InputError(p, "unsupported file type (expected .nii, .nii.gz or a DICOM series folder)")
+    check_geometry(vol.affine, p)
     # Accept trailing singleton dimensions (X, Y, Z, 1), reject real 2D or 4D data.
     while vol.ndim > 4 and vol.shape[-1] == 1:
         vol = vol[..., 0]
@@ -120,6 +125,27 @@ def read_volume(path: PathLike) -> MetaTensor:
     if min(vol.shape[1:]) < 2 and vol.shape[3] < 2:
         raise InputError(p, f"expected a 3D volume, got a single slice of shape {tuple(vol.shape[1:])}")
     return vol
+
+
+def check_geometry(affine: np.ndarray | torch.Tensor, path: PathLike) -> None:
+    """Reject a voxel-to-world affine that no grid can have.
+
+    Required: finite values, a non-zero spacing along each array axis, and a 3x3 part of full rank
+    (the voxel axes span 3D space; tested on the column-normalised matrix, so that fine voxels pass).
+
+    Raises:
+        InputError: naming the file and what is wrong with its affine.
+    """
+    a = np.asarray(affine, dtype=np.float64)
+    what = "the header's voxel-to-world affine (NIfTI sform/qform, DICOM position/orientation/spacing)"
+    if a.shape != (4, 4) or not np.isfinite(a).all():
+        raise InputError(path, f"{what} holds NaN or infinite values")
+    spacing = voxel_spacing(a)
+    zero = [i for i in range(3) if spacing[i] < 1e-6]
+    if zero:
+        raise InputError(path, f"{what} gives zero voxel spacing along array axis {zero[0]} (spacing {np.round(spacing, 6).tolist()} mm)")
+    if abs(np.linalg.det(a[:3, :3] / spacing)) < 1e-6:
+        raise InputError(path, f"{what} is degenerate: its voxel axes do not span 3D space (rank-deficient 3x3 part)")
 
 
 def value_range(vol: MetaTensor | torch.Tensor | np.ndarray) -> tuple[float, float]:
@@ -153,6 +179,9 @@ def check_ct_values(vol: MetaTensor, path: PathLike) -> None:
         raise InputError(
             path, f"intensity range [{lo:g}, {hi:g}] does not look like CT in Hounsfield units (air should be near -1000)"
         )
+    if hi - lo < MIN_CT_CONTRAST:
+        raise InputError(path, f"intensity range [{lo:g}, {hi:g}] spans under {MIN_CT_CONTRAST:g} HU: a blank or "
+                               "constant image, not an abdominal CT (which holds air, fat and soft tissue)")
 
 
 def check_label_values(vol: MetaTensor, path: PathLike, allowed: tuple[int, ...] = (0, 1, 2)) -> None:

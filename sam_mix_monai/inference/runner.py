@@ -8,8 +8,11 @@ Outputs per case, in ``output_dir``:
 * ``<case>_liver.json``: the summary of :mod:`.summary`;
 * ``<case>_liver.png`` with ``preview=True``: axial / coronal / sagittal overlays.
 
-Every file is written to a temporary name and renamed when complete. A case that fails with an
-:class:`~sam_mix_monai.utils.errors.InputError` (unreadable, not 3D, not CT) writes nothing and is
+A case's files are written to temporary names and renamed together when all are complete
+(:func:`~sam_mix_monai.utils.atomic.output_set`): they appear together or not at all. Each case is an
+error boundary (:func:`~sam_mix_monai.utils.boundary.stage`): a case that fails, whether with an
+:class:`~sam_mix_monai.utils.errors.InputError` (unreadable, bad geometry, not 3D, not CT, disk full)
+or any unexpected exception (reported with its stage, type and message), writes nothing and is
 reported; the other cases still run.
 """
 
@@ -34,7 +37,8 @@ from sam_mix_monai.inference.predictor import SlicePredictor
 from sam_mix_monai.inference.preview import save_triplanar_preview
 from sam_mix_monai.inference.summary import case_summary, write_summary
 from sam_mix_monai.inference.volume import VolumeSliceInferer, volume_array
-from sam_mix_monai.utils.atomic import atomic_output, check_writable_dir
+from sam_mix_monai.utils.atomic import atomic_output, check_writable_dir, output_set
+from sam_mix_monai.utils.boundary import stage, to_input_error
 from sam_mix_monai.utils.errors import InputError, PathLike
 
 __all__ = ["CaseResult", "RunReport", "segment_case", "segment_cases", "write_mask"]
@@ -136,43 +140,50 @@ def segment_case(
         The result (success only; problems raise).
 
     Raises:
-        InputError: unreadable input, not a 3D volume, or not CT.
+        InputError: unreadable input, bad geometry, not a 3D volume, not CT, a full disk, or any
+            unexpected exception of a stage (read, inference, postprocess, write), named.
     """
     t0 = time.perf_counter()
-    vol = read_volume(case.path)
-    check_ct_values(vol, case.path)
-    affine = np.asarray(vol.affine, dtype=np.float64)
+    with stage("read", case.path):
+        vol = read_volume(case.path)
+        check_ct_values(vol, case.path)
+        affine = np.asarray(vol.affine, dtype=np.float64)
     t_read = time.perf_counter()
-    pred = inferer(vol, predictor)
-    mask = pred.as_tensor()[0].numpy()
+    with stage("inference", case.path):
+        pred = inferer(vol, predictor)
+        mask = pred.as_tensor()[0].numpy()
     t_slices = time.perf_counter()
-    if largest_component:
-        keep_largest_component(mask)
+    with stage("postprocess", case.path):
+        if largest_component:
+            keep_largest_component(mask)
     t_infer = time.perf_counter()
     out = Path(output_dir)
     stem = f"{case.name}_liver"
     result = CaseResult(case)
-    result.outputs.append(write_mask(mask, affine, out / f"{stem}.nii.gz", case.path))
-    geo = AxialGeometry(affine, mask.shape)
-    if preview:
-        result.outputs.append(
-            save_triplanar_preview(volume_array(vol), mask, geo, out / f"{stem}.png", title=case.name, window=inferer.window_params)
+    mask_path, json_path, png_path = (out / f"{stem}{sfx}" for sfx in (".nii.gz", ".json", ".png"))
+    with stage("summary", case.path):
+        geo = AxialGeometry(affine, mask.shape)
+        summary = case_summary(
+            mask,
+            geo,
+            pred.meta.get("liver_prob"),
+            pred.meta.get("chosen_iou"),
+            image=volume_array(vol),
+            case=case.name,
+            input=str(case.path),
+            mask_file=str(mask_path),
+            seconds_read=round(t_read - t0, 3),
+            seconds_slices=round(t_slices - t_read, 3),
+            seconds_postprocess=round(t_infer - t_slices, 3),
+            seconds_total=round(time.perf_counter() - t0, 3),
         )
-    summary = case_summary(
-        mask,
-        geo,
-        pred.meta.get("liver_prob"),
-        pred.meta.get("chosen_iou"),
-        image=volume_array(vol),
-        case=case.name,
-        input=str(case.path),
-        mask_file=str(result.outputs[0]),
-        seconds_read=round(t_read - t0, 3),
-        seconds_slices=round(t_slices - t_read, 3),
-        seconds_postprocess=round(t_infer - t_slices, 3),
-        seconds_total=round(time.perf_counter() - t0, 3),
-    )
-    result.outputs.append(write_summary(summary, out / f"{stem}.json"))
+    with stage("write", case.path), output_set():  # mask, preview and JSON appear together or not at all
+        result.outputs.append(write_mask(mask, affine, mask_path, case.path))
+        if preview:
+            result.outputs.append(
+                save_triplanar_preview(volume_array(vol), mask, geo, png_path, title=case.name, window=inferer.window_params)
+            )
+        result.outputs.append(write_summary(summary, json_path))
     result.summary = summary
     return result
 
@@ -219,9 +230,10 @@ def segment_cases(
             res = segment_case(case, predictor, inferer, out, preview, largest_component)
             logger.debug("%s: %.1f mL liver in %d slices (%s) -> %s", case.name, res.summary["liver_volume_ml"],
                         res.summary["slices_with_liver"], res.summary["quality"], res.outputs[0])
-        except InputError as e:
-            res = CaseResult(case, error=str(e))
-            logger.debug("%s: skipped: %s", case.name, e)
+        except Exception as e:  # the case's boundary: report it, go on with the next case
+            err = to_input_error(e, case.path, "segment")
+            res = CaseResult(case, error=str(err))
+            logger.debug("%s: skipped: %s", case.name, err, exc_info=True)
         results.append(res)
     bar.close()
     return RunReport(results, time.perf_counter() - t0)

@@ -26,7 +26,7 @@ from torch import nn
 from sam_mix_monai.networks.lora import is_lora_key
 from sam_mix_monai.utils.errors import InputError, PathLike
 
-__all__ = ["safe_torch_load", "read_state_dict", "adapt_sam_state_dict", "load_sam_checkpoint"]
+__all__ = ["check_finite", "safe_torch_load", "read_state_dict", "adapt_sam_state_dict", "load_sam_checkpoint"]
 
 _SHOW = 5  # keys named in an error message
 
@@ -51,17 +51,36 @@ def safe_torch_load(path: PathLike) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         msg = str(e)
-        found = re.search(r"GLOBAL (\S+) was not an allowed global", msg)
+        # torch < 2.6: "GLOBAL x was not an allowed global"; torch >= 2.6 (2.15 here): "Trying to load
+        # unsupported GLOBAL posix.system whose module posix is blocked".
+        found = re.search(r"GLOBAL (\S+) was not an allowed global", msg) or re.search(r"unsupported GLOBAL (\S+)", msg)
         if found or re.search(r"not an allowed global|Unsupported (global|class)", msg):
             what = f" (it calls {found.group(1)})" if found else ""
             raise InputError(
                 path,
-                f"refused to load: the checkpoint's pickle would run code{what}; only plain state dicts "
+                f"refused: it would run code{what}; only plain state dicts "
                 "of tensors are accepted (torch.load weights_only=True)",
             ) from e
         raise InputError(path, "not a readable PyTorch checkpoint (corrupt or not a torch.save file)") from e
     except Exception as e:  # corrupt zip, truncated file, not a torch file at all
-        raise InputError(path, f"not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
+        first = str(e).strip().split(". ")[0]  # torch's zip errors run on for several sentences
+        raise InputError(path, f"not a readable PyTorch checkpoint, corrupt or truncated ({type(e).__name__}: {first})") from e
+
+
+def check_finite(state: Mapping[str, torch.Tensor], path: PathLike | None) -> None:
+    """Refuse weights holding NaN or infinite values (a diverged run saves them as readily as good ones).
+
+    Args:
+        state: a state dict.
+        path: its file, for the message.
+
+    Raises:
+        InputError: naming the file, how many tensors are affected and the first few keys.
+    """
+    bad = [str(k) for k, v in state.items()
+           if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise InputError(path, f"weights hold NaN or infinite values in {_preview(bad)}: refused (a diverged run?)")
 
 
 def read_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
@@ -89,6 +108,7 @@ def read_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
     bad = [str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise InputError(path, f"state dict holds non-tensor entries: {_preview(bad)}")
+    check_finite(obj, path)
     return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in obj.items()}
 
 

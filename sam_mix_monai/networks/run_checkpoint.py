@@ -20,7 +20,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from sam_mix_monai.networks.checkpoint import safe_torch_load
+from sam_mix_monai.networks.checkpoint import check_finite, safe_torch_load
 from sam_mix_monai.networks.registry import ModelConfig, build_model
 from sam_mix_monai.networks.single_output import SAMMixInference
 from sam_mix_monai.utils.errors import InputError, PathLike
@@ -94,9 +94,11 @@ def load_weights(network: nn.Module, state: Mapping[str, torch.Tensor], path: Pa
         ``network``.
 
     Raises:
-        InputError: missing / unexpected keys or shape mismatches (weights of another model).
+        InputError: missing / unexpected keys, shape mismatches (weights of another model), or NaN /
+            infinite values (a diverged run).
     """
     state = {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state.items()}
+    check_finite(state, path)
     own = network.state_dict()
     if isinstance(network, SAMMixInference) and not any(k.startswith("net.") for k in state):
         state = {f"net.{k}": v for k, v in state.items()}

@@ -26,7 +26,7 @@ class InputError(Exception):
     def __init__(self, path: PathLike | None, problem: str) -> None:
         self.path = None if path is None else os.fspath(path)
         self.problem = " ".join(str(problem).split())  # always one line, whatever a library said
-        super().__init__(f"{self.path}: {problem}" if self.path else problem)
+        super().__init__(f"{self.path}: {self.problem}" if self.path else self.problem)
 
     def __reduce__(self) -> tuple:
         # Keep (path, problem) when the error crosses a process boundary.

@@ -115,7 +115,9 @@ def test_missing_parts_are_input_errors(tmp_path):
     with pytest.raises(InputError, match="no PATIENT_DICOM"):
         read_ircadb_patient(tmp_path / "q")
     bad = tmp_path / "r"
-    _write_series(bad / "PATIENT_DICOM", np.full(SHAPE, -1000, np.int16))
+    ct = np.full(SHAPE, -1000, np.int16)
+    ct[:, 4:-4, 4:-4] = 40  # soft tissue: a constant image is refused before the zip is read
+    _write_series(bad / "PATIENT_DICOM", ct)
     (bad / "MASKS_DICOM.zip").write_bytes(b"not a zip")
     with pytest.raises(InputError, match="MASKS_DICOM.zip: cannot read zip"):
         read_ircadb_patient(bad)
