@@ -3,8 +3,10 @@
 * :func:`prepare_slices` is the engines' ``prepare_batch``: it moves a :class:`~sam_mix_monai.data.SliceDataset`
   batch to the device and returns ``(image, {"mask", "label"})``;
 * :func:`run_network` calls any of the project's networks the same way: SAM-Mix and the U-Net take
-  the image, SAM-PP also takes a point from the ground truth (random at training time, the
-  interior-most pixel at test time, see :mod:`sam_mix_monai.networks.baselines`);
+  the image, a point-prompted network (SAM-PP) also takes one point per slice: a random pixel of
+  the ground truth at training time; at test time the image centre (``point="centre"``, the
+  default: no reference mask is read), or, for the explicitly named upper-bound row only, the
+  interior-most pixel of the ground truth (``point="oracle"``), see :mod:`sam_mix_monai.networks.baselines`;
 * :func:`classify` gets class logits cheaply: through the SAM-Mix classifier alone when the
   network has one (the unlabelled classification step needs no SAM forward);
 * :func:`predict_masks` turns an output into binary masks, emptying the slices the classifier
@@ -22,7 +24,17 @@ from torch import nn
 from sam_mix_monai.networks.baselines import interior_point, random_point_in_mask
 from sam_mix_monai.networks.classifier import liver_probability
 
-__all__ = ["unwrap", "network_size", "prepare_slices", "run_network", "classify", "predict_masks", "resize_batch"]
+__all__ = ["POINT_RULES", "unwrap", "network_size", "prepare_slices", "run_network", "classify", "predict_masks",
+           "resize_batch", "centre_point"]
+
+#: Test-time point rules of a point-prompted network: ``centre`` (no oracle), ``oracle`` (upper bound).
+POINT_RULES = ("centre", "oracle")
+
+
+def centre_point(image: torch.Tensor) -> torch.Tensor:
+    """(B, 2) points (x, y) at the centre of each (B, 1, H, W) image: the non-oracle SAM-PP prompt."""
+    h, w = image.shape[-2:]
+    return torch.tensor([(w - 1) / 2.0, (h - 1) / 2.0], device=image.device).expand(image.shape[0], 2).clone()
 
 
 def unwrap(net: nn.Module) -> nn.Module:
@@ -72,24 +84,33 @@ def run_network(
     mask: torch.Tensor | None = None,
     training: bool = False,
     generator: torch.Generator | None = None,
+    point: str = "centre",
 ) -> dict[str, torch.Tensor]:
     """Forward any of the project's networks.
 
     Args:
         net: SAM-Mix, U-Net or SAM-PP (possibly wrapped in DDP).
         image: (B, 1, H, W) slices.
-        mask: ground truth; SAM-PP takes its prompt point from it.
-        training: SAM-PP point rule (random foreground pixel when training, interior-most at test).
+        mask: ground truth: SAM-PP's training point (and its ``oracle`` test point) comes from it.
+        training: training point rule (a random foreground pixel; the centre of a liver-free slice).
         generator: random generator of the training point.
+        point: test-time point rule, one of :data:`POINT_RULES`.
 
     Returns:
         The network's output dict (``mask_logits`` at least).
     """
     if getattr(unwrap(net), "point_prompted", False):
-        if mask is None:
-            raise ValueError("SAM-PP needs the ground-truth mask to place its prompt point")
-        point = random_point_in_mask(mask, generator) if training else interior_point(mask)
-        return net(image, point.to(image.device))
+        if point not in POINT_RULES:
+            raise ValueError(f"point must be one of {POINT_RULES}, got {point!r}")
+        if (training or point == "oracle") and mask is None:
+            raise ValueError("a training or oracle point needs the ground-truth mask")
+        if training:
+            pts = random_point_in_mask(mask, generator)
+        elif point == "oracle":
+            pts = interior_point(mask)
+        else:
+            pts = centre_point(image)
+        return net(image, pts.to(image.device))
     return net(image)
 
 

@@ -129,7 +129,9 @@ class LossConfig(_Strict):
             loss; it makes the highest-IoU mask selection meaningful).
         cls: CE on the class logits of labelled slices (L_cls).
         unlabelled_cls: CE on the weak view of unlabelled slices whose image label is known.
-        pseudo_cls: FixMatch CE of the strong view against the weak view's pseudo-label.
+        balanced_cls: class-balanced ``cls`` / ``unlabelled_cls`` (mean of the per-class means).
+        pseudo_cls: FixMatch CE of the strong view against the known image label, or against the
+            weak view's pseudo-label where the label is withheld.
         pseudo_threshold: confidence a pseudo-label needs to count.
         seg_consistency: BCE of the strong view's mask against the weak view's (geometry-aware).
         seg_consistency_threshold: pixel confidence a pseudo-mask pixel needs to count.
@@ -140,6 +142,7 @@ class LossConfig(_Strict):
     iou: float = Field(1.0, ge=0.0)
     cls: float = Field(1.0, ge=0.0)
     unlabelled_cls: float = Field(1.0, ge=0.0)
+    balanced_cls: bool = True
     pseudo_cls: float = Field(0.25, ge=0.0)
     pseudo_threshold: float = Field(0.7, ge=0.0, le=1.0)
     seg_consistency: float = Field(0.0, ge=0.0)

@@ -37,8 +37,11 @@ def evaluate_dataset(
     batch_size: int = 16,
     num_workers: int = 0,
     precision: str = "fp32",
+    point_prompt: str = "centre",
 ) -> dict[str, Any]:
     """Evaluate a network on one split of a slice store (all ranks take part when distributed).
+
+    ``point_prompt``: test point of a point-prompted network (``oracle``: the upper-bound row only).
 
     Returns:
         ``{"data", "split", "slices", "liver_slices", "cases", "metrics": {...}, "volume3d_cases": [...]}``.
@@ -47,7 +50,7 @@ def evaluate_dataset(
     if len(ds) == 0:
         raise InputError(path, f"split {split!r} holds no slices")
     loader = evaluation_loader(path, split, batch_size, rank(), world_size(), num_workers)
-    evaluator = build_evaluator(network, loader, device, protocols, precision=precision)
+    evaluator = build_evaluator(network, loader, device, protocols, precision=precision, point_prompt=point_prompt)
     evaluator.logger.setLevel(logging.WARNING)
     evaluator.run()
     metrics = {k: float(v) for k, v in evaluator.state.metrics.items() if isinstance(v, (int, float))}
@@ -98,13 +101,15 @@ def _fmt(v: Any, digits: int = 3) -> str:
 
 def format_results(results: dict[str, dict[str, Any]]) -> str:
     """A text table: one row per evaluated data set."""
-    head = f"{'data set':<22} {'slices':>6} {'liver':>6} {'cases':>5}  {'2D Dice':>7} {'2D HD px':>8}  {'3D Dice':>7} {'HD95 mm':>7}  {'acc':>5} {'F1':>5} {'AUC':>5}"
+    head = (f"{'data set':<22} {'slices':>6} {'liver':>6} {'cases':>5}  {'2D Dice':>7} {'2D HD px':>8} {'HD pred':>7} "
+            f"{'missed':>6}  {'3D Dice':>7} {'HD95 mm':>7}  {'acc':>5} {'F1':>5} {'AUC':>5}")
     lines = [head, "-" * len(head)]
     for name, r in results.items():
         m = r["metrics"]
         lines.append(
             f"{name:<22} {r['slices']:>6} {r['liver_slices']:>6} {r['cases']:>5}  {_fmt(m.get('slice2d_dice')):>7} "
-            f"{_fmt(m.get('slice2d_hd'), 2):>8}  {_fmt(m.get('volume3d_dice')):>7} {_fmt(m.get('volume3d_hd95'), 2):>7}  "
+            f"{_fmt(m.get('slice2d_hd'), 2):>8} {_fmt(m.get('slice2d_hd_predicted'), 2):>7} "
+            f"{_fmt(m.get('slice2d_missed'), 0):>6}  {_fmt(m.get('volume3d_dice')):>7} {_fmt(m.get('volume3d_hd95'), 2):>7}  "
             f"{_fmt(m.get('cls_accuracy')):>5} {_fmt(m.get('cls_f1')):>5} {_fmt(m.get('cls_auc')):>5}"
         )
     return "\n".join(lines)

@@ -1,8 +1,10 @@
 """The SAM-Mix evaluator: MONAI's ``SupervisedEvaluator`` with the project's protocols.
 
 Prediction: ``sigmoid(mask_logits) > 0.5`` at the stored slice resolution, with the slices the
-classifier calls liver-free emptied (class logits, ``cls_threshold``). SAM-PP, prompted with an
-oracle point from the ground truth, gets no prompt (hence an empty prediction) on slices without liver.
+classifier calls liver-free emptied (class logits, ``cls_threshold``; the classification metrics use
+the same threshold). Nothing reads the reference mask to form a prediction: SAM-PP is prompted with
+the image centre on every slice (``point_prompt="centre"``). ``point_prompt="oracle"`` (the
+interior-most reference pixel) exists only for an explicitly named upper-bound row.
 
 Example:
     >>> ev = build_evaluator(net, loader, "cpu", protocols=("slice2d", "volume3d"))  # doctest: +SKIP
@@ -19,7 +21,7 @@ from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys as Keys
 from torch.utils.data import DataLoader
 
-from sam_mix_monai.engines.batch import predict_masks, prepare_slices, run_network, unwrap
+from sam_mix_monai.engines.batch import POINT_RULES, predict_masks, prepare_slices, run_network, unwrap
 from sam_mix_monai.engines.protocols import PROTOCOLS, VolumeMetrics, classification_metrics, slice2d_metrics
 from sam_mix_monai.networks.classifier import liver_probability
 from sam_mix_monai.utils.precision import autocast, normalize_precision
@@ -38,6 +40,7 @@ class SAMMixEvaluator(SupervisedEvaluator):
         val_data_loader: :class:`~sam_mix_monai.data.SliceDataset` batches.
         network: the network (possibly DDP-wrapped).
         cls_threshold: liver probability below which a slice is emptied (``None``: the network's, else 0.5).
+        point_prompt: test point of a point-prompted network, ``centre`` or ``oracle`` (upper bound).
         precision: ``fp32``, ``fp16`` or ``bf16`` autocast (:mod:`sam_mix_monai.utils.precision`).
         kwargs: further :class:`monai.engines.SupervisedEvaluator` arguments (``key_val_metric``,
             ``additional_metrics``, ``val_handlers``, ...).
@@ -50,6 +53,7 @@ class SAMMixEvaluator(SupervisedEvaluator):
         network: torch.nn.Module,
         cls_threshold: float | None = None,
         precision: str = "fp32",
+        point_prompt: str = "centre",
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("decollate", False)
@@ -57,6 +61,9 @@ class SAMMixEvaluator(SupervisedEvaluator):
                          prepare_batch=prepare_slices, amp=False, **kwargs)
         thr = getattr(unwrap(network), "cls_threshold", 0.5) if cls_threshold is None else cls_threshold
         self.cls_threshold = float(thr)
+        if point_prompt not in POINT_RULES:
+            raise ValueError(f"point_prompt must be one of {POINT_RULES}, got {point_prompt!r}")
+        self.point_prompt = point_prompt
         self.precision = normalize_precision(precision)
 
     def _iteration(self, engine: SupervisedEvaluator, batchdata: dict[str, Any]) -> dict[str, Any]:  # type: ignore[override]
@@ -66,11 +73,10 @@ class SAMMixEvaluator(SupervisedEvaluator):
         mask = target["mask"]
         engine.network.eval()
         with torch.no_grad(), autocast(self.precision, engine.state.device):
-            out = run_network(engine.network, image, mask, training=False)
+            reference = mask if self.point_prompt == "oracle" else None  # the oracle row alone reads it
+            out = run_network(engine.network, image, reference, training=False, point=self.point_prompt)
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         pred = predict_masks(out, self.cls_threshold)
-        if getattr(unwrap(engine.network), "point_prompted", False):  # oracle point prompt: no liver, no prompt
-            pred = pred * (mask.flatten(1).amax(1) > 0).view(-1, 1, 1, 1).float()
         liver_prob = liver_probability(out["class_logits"]) if "class_logits" in out else None
         engine.state.output = {
             Keys.IMAGE: image,
@@ -95,6 +101,7 @@ def build_evaluator(
     val_handlers: Sequence | None = None,
     precision: str = "fp32",
     cls_threshold: float | None = None,
+    point_prompt: str = "centre",
 ) -> SAMMixEvaluator:
     """An evaluator with the metrics of the chosen protocols.
 
@@ -109,7 +116,9 @@ def build_evaluator(
         classification: add accuracy / F1 / AUC (default: when the network has a classifier).
         val_handlers: further handlers (e.g. a best-checkpoint saver).
         precision: autocast mode.
-        cls_threshold: liver-free gate threshold (``None``: the network's).
+        cls_threshold: liver-free gate threshold (``None``: the network's, else 0.5); the
+            classification metrics use the same one.
+        point_prompt: test point of a point-prompted network (``centre``; ``oracle``: upper bound).
 
     Returns:
         The evaluator; run it with ``.run()``, read ``.state.metrics``.
@@ -119,16 +128,19 @@ def build_evaluator(
         raise ValueError(f"unknown protocol(s) {sorted(unknown)}; choose from {PROTOCOLS}")
     if classification is None:
         classification = hasattr(unwrap(network), "classifier")
+    if cls_threshold is None:  # one threshold for the gate and the classification metrics
+        cls_threshold = float(getattr(unwrap(network), "cls_threshold", 0.5))
     metrics: dict[str, Any] = {}
     if "slice2d" in protocols:
         metrics.update(slice2d_metrics())
     if classification:
-        metrics.update(classification_metrics(0.5 if cls_threshold is None else cls_threshold))
+        metrics.update(classification_metrics(cls_threshold))
     handlers = list(val_handlers or [])
     if "volume3d" in protocols:
         handlers.insert(0, VolumeMetrics())
     key = {k: metrics.pop(k) for k in list(metrics)[:1]} or None  # slice2d_dice when evaluated
     return SAMMixEvaluator(
         device=device, val_data_loader=loader, network=network, cls_threshold=cls_threshold, precision=precision,
+        point_prompt=point_prompt,
         key_val_metric=key, additional_metrics=metrics or None, val_handlers=handlers or None,
     )

@@ -9,9 +9,10 @@ term                definition
 ``seg_dice``        MONAI ``DiceLoss(sigmoid=True)`` of the chosen mask, labelled slices
 ``seg_bce``         BCE with logits of the chosen mask, labelled slices
 ``iou``             MSE between SAM's IoU predictions and the true IoU of each of its 3 masks
-``cls``             CE of ``class_logits`` of labelled slices (labels >= 0)
-``unlabelled_cls``  CE of the weak view of unlabelled slices whose image label is known
-``pseudo_cls``      FixMatch: CE of the strong view against the weak view's confident argmax
+``cls``             CE of ``class_logits`` of labelled slices (labels >= 0), class-balanced by default
+``unlabelled_cls``  CE of the weak view of unlabelled slices whose image label is known (balanced too)
+``pseudo_cls``      FixMatch: CE of the strong view against the known image label where there is one,
+                    else against the weak view's confident argmax (pseudo-labels only where withheld)
 ``seg_consistency`` BCE of the strong view's mask against the weak view's confident pixels
 ==================  =====================================================================
 """
@@ -28,30 +29,50 @@ __all__ = ["SAMMixLoss", "masked_cross_entropy", "fixmatch_loss", "consistency_l
 TERMS = ("seg_dice", "seg_bce", "iou", "cls", "unlabelled_cls", "pseudo_cls", "seg_consistency")
 
 
-def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """CE over the samples with a known label (``label >= 0``); 0 (with a graph) when there are none."""
+def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, balanced: bool = False) -> torch.Tensor:
+    """``F.cross_entropy(ignore_index=-1)``: CE over the samples with a known label; 0 (with a graph) when none.
+
+    Args:
+        logits: (B, C) class logits.
+        labels: (B,) labels, -1 unknown.
+        balanced: weight each class by the inverse of its count in the batch, i.e. the mean of the
+            per-class mean losses (a batch of 5 positives and 1 negative weighs both classes alike).
+    """
+    labels = labels.long()
     valid = labels >= 0
     if not bool(valid.any()):
         return logits.sum() * 0.0
-    return F.cross_entropy(logits[valid].float(), labels[valid].long())
+    weight = None
+    if balanced:
+        counts = torch.bincount(labels[valid], minlength=logits.shape[1]).float()
+        weight = torch.where(counts > 0, 1.0 / counts.clamp_min(1.0), torch.zeros_like(counts))
+    return F.cross_entropy(logits.float(), labels, weight=weight, ignore_index=-1)
 
 
-def fixmatch_loss(weak_logits: torch.Tensor, strong_logits: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+def fixmatch_loss(weak_logits: torch.Tensor, strong_logits: torch.Tensor, threshold: float,
+                  labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """FixMatch classification term.
 
     Args:
         weak_logits: (B, C) logits of the weak view (detached inside).
         strong_logits: (B, C) logits of the strong view.
         threshold: minimum softmax confidence of a pseudo-label.
+        labels: (B,) known image labels (-1: withheld); where known, the label is the strong view's
+            target (always kept) and no pseudo-label is formed.
 
     Returns:
-        ``(loss, mask_rate)``: CE of the strong view against the confident pseudo-labels, averaged
-        over the whole batch as in FixMatch, and the share of confident samples.
+        ``(loss, mask_rate)``: CE of the strong view against its targets, averaged over the whole
+        batch as in FixMatch, and the share of samples with a target.
     """
     probs = torch.softmax(weak_logits.detach().float(), dim=1)
-    conf, pseudo = probs.max(dim=1)
-    keep = (conf >= threshold).float()
-    ce = F.cross_entropy(strong_logits.float(), pseudo, reduction="none")
+    conf, target = probs.max(dim=1)
+    keep = conf >= threshold
+    if labels is not None:
+        known = labels >= 0
+        target = torch.where(known, labels.long().to(target.device), target)
+        keep = keep | known
+    keep = keep.float()
+    ce = F.cross_entropy(strong_logits.float(), target, reduction="none")
     return (ce * keep).mean(), keep.mean()
 
 
@@ -90,6 +111,7 @@ class SAMMixLoss(nn.Module):
             (see the module table; 0 switches a term off).
         pseudo_threshold: FixMatch confidence threshold (default 0.7, MultiMix).
         seg_consistency_threshold: pixel confidence of the consistency target.
+        balanced_cls: class-balanced ``cls`` and ``unlabelled_cls`` (:func:`masked_cross_entropy`).
     """
 
     def __init__(
@@ -103,6 +125,7 @@ class SAMMixLoss(nn.Module):
         pseudo_threshold: float = 0.7,
         seg_consistency: float = 0.0,
         seg_consistency_threshold: float = 0.9,
+        balanced_cls: bool = True,
     ) -> None:
         super().__init__()
         self.weights = {
@@ -112,6 +135,7 @@ class SAMMixLoss(nn.Module):
         }
         self.pseudo_threshold = float(pseudo_threshold)
         self.seg_consistency_threshold = float(seg_consistency_threshold)
+        self.balanced_cls = bool(balanced_cls)
         self.dice = DiceLoss(sigmoid=True)
 
     def wants(self, *terms: str) -> bool:
@@ -138,7 +162,7 @@ class SAMMixLoss(nn.Module):
         if self.wants("iou") and "iou_pred" in out and "all_mask_logits" in out:
             terms["iou"] = F.mse_loss(out["iou_pred"].float(), mask_iou(out["all_mask_logits"], mask))
         if self.wants("cls") and "class_logits" in out:
-            terms["cls"] = masked_cross_entropy(out["class_logits"], label)
+            terms["cls"] = masked_cross_entropy(out["class_logits"], label, self.balanced_cls)
         return terms
 
     def total(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:

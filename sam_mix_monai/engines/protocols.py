@@ -11,7 +11,11 @@
 A Hausdorff distance is undefined when the prediction is empty and the ground truth is not
 (MONAI returns ``inf``): it is counted as the image (or volume) diagonal, the largest distance
 possible, so that one missed slice cannot turn a mean into ``inf`` but still costs the most.
-Slices (or cases) without liver have no Dice or HD (``nan``, left out of the means).
+That figure (``slice2d_hd``) is kept; next to it ``slice2d_hd_predicted`` averages HD over the liver
+slices with a non-empty prediction only (the paper's HD column is comparable with this one), and
+``slice2d_missed`` counts the liver slices with an empty prediction.
+Slices (or cases) without liver have no Dice or HD (``nan``, left out of the means): a false positive
+on a liver-free slice is not scored by ``slice2d`` (it is by ``volume3d`` and the classifier metrics).
 
 Under ``torch.distributed`` the MONAI and Ignite metrics gather across ranks; the volume handler
 needs whole cases on each rank (the loaders partition by case) and gathers per-case results.
@@ -29,12 +33,13 @@ import torch
 from ignite.engine import Engine, Events
 from ignite.metrics import Accuracy, Fbeta
 from monai.handlers import IgniteMetricHandler, MeanDice, ROCAUC, from_engine
-from monai.metrics import DiceMetric, HausdorffDistanceMetric
+from monai.metrics import CumulativeIterationMetric, DiceMetric, HausdorffDistanceMetric
 from monai.utils import CommonKeys as Keys
 
 __all__ = [
     "PROTOCOLS",
     "BoundedHausdorffDistanceMetric",
+    "MissedSlicesMetric",
     "VolumeMetrics",
     "classification_metrics",
     "slice2d_metrics",
@@ -46,16 +51,21 @@ PROTOCOLS = ("slice2d", "volume3d")
 class BoundedHausdorffDistanceMetric(HausdorffDistanceMetric):
     """MONAI's Hausdorff distance with a defined value for empty predictions.
 
-    ``nan`` where the ground truth is empty (left out of the mean); the diagonal of the image
-    (in spacing units) where only the prediction is empty. Binary one-channel masks.
+    ``nan`` where the ground truth is empty (left out of the mean); where only the prediction is
+    empty, the diagonal of the image (in spacing units), or ``nan`` with ``missed="exclude"``.
+    Binary one-channel masks.
 
     Args:
         percentile: ``None`` for the maximum (classic HD), e.g. 95 for HD95.
         reduction: MONAI metric reduction.
+        missed: ``"diagonal"`` or ``"exclude"``: the value of an empty prediction on a liver slice.
     """
 
-    def __init__(self, percentile: float | None = None, reduction: str = "mean") -> None:
+    def __init__(self, percentile: float | None = None, reduction: str = "mean", missed: str = "diagonal") -> None:
         super().__init__(include_background=True, percentile=percentile, reduction=reduction)
+        if missed not in ("diagonal", "exclude"):
+            raise ValueError(f"missed must be diagonal or exclude, got {missed!r}")
+        self.missed = missed
 
     def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor, **kwargs: Any) -> torch.Tensor:  # type: ignore[override]
         spacing = kwargs.get("spacing")
@@ -74,18 +84,41 @@ class BoundedHausdorffDistanceMetric(HausdorffDistanceMetric):
             with warnings.catch_warnings():  # MONAI's own deprecation notice from inside its HD code
                 warnings.filterwarnings("ignore", category=FutureWarning, message=".*always_return_as_numpy.*")
                 hd[idx] = super()._compute_tensor(y_pred[idx], y[idx], **kw).to(hd.dtype)
-        hd[~gt_empty & pred_empty] = diagonal
+        hd[~gt_empty & pred_empty] = diagonal if self.missed == "diagonal" else float("nan")
         return hd
+
+
+class MissedSlicesMetric(CumulativeIterationMetric):
+    """Per slice: 1 where the reference has liver and the prediction is empty, 0 where both have
+    some, ``nan`` where the reference is empty. ``reduction="sum"`` counts the missed slices."""
+
+    def __init__(self, reduction: str = "sum") -> None:
+        super().__init__()
+        self.reduction = reduction
+
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor, **kwargs: Any) -> torch.Tensor:  # type: ignore[override]
+        gt = y.flatten(2).sum(-1) > 0
+        missed = (y_pred.flatten(2).sum(-1) == 0).float()
+        return torch.where(gt, missed, torch.full_like(missed, float("nan")))
+
+    def aggregate(self, reduction: str | None = None) -> torch.Tensor:
+        """The reduced values (MONAI leaves ``nan`` out of the sum)."""
+        from monai.metrics.utils import do_metric_reduction
+
+        f, _ = do_metric_reduction(self.get_buffer(), reduction or self.reduction)
+        return f
 
 
 def _valid_labels(o: dict[str, Any]) -> torch.Tensor:
     return o["class_label"] >= 0
 
 
-def classification_metrics(threshold: float = 0.5) -> dict[str, Any]:
+def classification_metrics(threshold: float) -> dict[str, Any]:
     """Accuracy, F1 (Ignite) and ROC AUC (MONAI) of "liver present" on slices with a known label.
 
-    Needs ``liver_prob`` (B,) and ``class_label`` (B,) in the evaluator output.
+    Needs ``liver_prob`` (B,) and ``class_label`` (B,) in the evaluator output. ``threshold`` must
+    be the gate's threshold (:func:`~sam_mix_monai.engines.evaluator.build_evaluator` passes it), so
+    accuracy and F1 describe the gate that empties the masks.
     """
 
     def decision(o: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,11 +137,19 @@ def classification_metrics(threshold: float = 0.5) -> dict[str, Any]:
 
 
 def slice2d_metrics() -> dict[str, Any]:
-    """``slice2d_dice`` (MONAI ``MeanDice``) and ``slice2d_hd`` (pixels) over liver-positive slices."""
+    """Per-slice metrics, each the mean over liver-positive slices (not a pooled Dice).
+
+    ``slice2d_dice`` (MONAI ``MeanDice``), ``slice2d_hd`` (pixels; a missed slice counts the diagonal),
+    ``slice2d_hd_predicted`` (pixels; slices with an empty prediction left out), ``slice2d_missed``
+    (the number of liver slices with an empty prediction).
+    """
     pred_label = from_engine([Keys.PRED, Keys.LABEL])
     return {
         "slice2d_dice": MeanDice(include_background=True, reduction="mean", output_transform=pred_label),
         "slice2d_hd": IgniteMetricHandler(metric_fn=BoundedHausdorffDistanceMetric(), output_transform=pred_label),
+        "slice2d_hd_predicted": IgniteMetricHandler(metric_fn=BoundedHausdorffDistanceMetric(missed="exclude"),
+                                                    output_transform=pred_label),
+        "slice2d_missed": IgniteMetricHandler(metric_fn=MissedSlicesMetric(), output_transform=pred_label),
     }
 
 

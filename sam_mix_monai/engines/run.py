@@ -49,6 +49,8 @@ __all__ = ["TrainingJob", "build_training", "lr_lambda", "prepare", "train"]
 
 logger = logging.getLogger(__name__)
 VAL_KEY = "slice2d_dice"
+#: Name of the upper-bound evaluation of a point-prompted network (SAM-PP) with the oracle point.
+ORACLE_POINT = "oracle point"
 
 
 def lr_lambda(cfg: TrainConfig):
@@ -94,6 +96,7 @@ class TrainingJob:
     scheduler: Any = None
     to_save: dict[str, Any] = field(default_factory=dict)
     record: RunRecord | None = None
+    precision: str = "fp32"  # resolved for the device: training, validation and the final evaluation share it
 
     def run(self) -> dict[str, Any]:
         """Train (unless ``train.epochs`` is 0), then evaluate the best checkpoint on the test sets."""
@@ -120,12 +123,16 @@ class TrainingJob:
         ev = self.cfg.evaluate
         sets = [("test", self.cfg.data.path, self.cfg.data.test_split)]
         sets += [(f"cross_domain:{cd.name}", cd.path, cd.split) for cd in ev.cross_domain]
+        runs = [("", "centre")]
+        if getattr(self.model, "point_prompted", False):  # SAM-PP: the centre point; the oracle point as a named upper bound
+            runs.append((f" ({ORACLE_POINT})", "oracle"))
         results = {}
-        for name, path, split in sets:
-            results[name] = evaluate_dataset(self.model, path, split, ev.protocols, self.device, ev.batch_size,
-                                             self.cfg.data.num_workers, self.cfg.train.precision)
-            if self.history is not None:
-                self.history.set_result(name, results[name])
+        for suffix, point in runs:
+            for name, path, split in sets:
+                results[name + suffix] = evaluate_dataset(self.model, path, split, ev.protocols, self.device, ev.batch_size,
+                                                          self.cfg.data.num_workers, self.precision, point)
+                if self.history is not None:
+                    self.history.set_result(name + suffix, results[name + suffix])
         if is_main():
             logger.info("results of %s (%s):\n%s", self.cfg.name, best if best.is_file() else "last weights",
                         format_results(results))
@@ -159,7 +166,7 @@ def build_training(cfg: ExperimentConfig, run_dir: PathLike, resume: bool = Fals
         torch.manual_seed(tc.seed)
     model = build_model(cfg.model)
     record = RunRecord(cfg.model.model_dump(mode="json"), cfg.model_dump(mode="json"), __version__, git_commit())
-    job = TrainingJob(cfg, run_dir, device, model.to(device), model, record=record)
+    job = TrainingJob(cfg, run_dir, device, model.to(device), model, record=record, precision=precision)
     job.history = MetricsHistory(run_dir, title=cfg.name)
     if tc.epochs == 0:
         return job

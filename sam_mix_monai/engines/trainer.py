@@ -7,10 +7,11 @@ Each iteration (one optimiser step):
    ``L_seg = Dice + BCE`` on the chosen mask, SAM's IoU regression, ``L_cls = CE`` on the class logits;
 2. **unlabelled step** on a batch from ``unlabelled_data_loader`` (its own cycled loader):
    a weak view (flip, shift) and a strong view built on it (affine + RandAugment-like intensity
-   operations + Cutout). The weak view's class prediction, kept where its confidence reaches the
-   threshold (0.7), supervises the strong view (FixMatch, weight 0.25); known image labels of
-   unlabelled slices supervise the weak view; optionally the weak view's mask (warped with the
-   strong geometry) supervises the strong view's mask.
+   operations + Cutout), classified in one batch (FixMatch). The strong view is supervised by the
+   known image label where there is one, else by the weak view's class prediction kept where its
+   confidence reaches the threshold (0.7) (FixMatch, weight 0.25); known image labels of unlabelled
+   slices supervise the weak view too (class-balanced); optionally the weak view's mask (warped with
+   the strong geometry) supervises the strong view's mask.
 
 The two losses are summed and back-propagated once. Every random draw of an iteration comes from
 seeds derived from ``(seed, iteration)``, so a run resumed at an epoch boundary repeats the
@@ -164,40 +165,50 @@ class SAMMixTrainer(SupervisedTrainer):
         aug = self.augment
         weak = aug.weak(image, seed=self.iteration_seed(iteration, 2), part=self.part)["image"] if aug is not None else image
         want_known = want_known and bool((label >= 0).any())
-        terms: dict[str, torch.Tensor] = {}
-        with torch.set_grad_enabled(want_known):
-            if want_cons:
-                weak_out = run_network(unwrap(net), weak)
-                weak_logits = weak_out.get("class_logits")
-            else:
-                weak_logits = classify(net, weak)
-        if weak_logits is None:  # a network without classifier (U-Net): only the mask consistency applies
+        has_classifier = getattr(unwrap(net), "classifier", None) is not None
+        if not has_classifier:  # a network without classifier (U-Net): only the mask consistency applies
             want_known = want_pseudo = False
-        if want_known:
-            terms["unlabelled_cls"] = masked_cross_entropy(weak_logits, label)
-        if not (want_pseudo or want_cons):
+        terms: dict[str, torch.Tensor] = {}
+        if not want_cons:
+            # Classification only: weak and strong views through the classifier in one batch, as
+            # FixMatch does (one set of batch-norm statistics for both views).
+            if not (want_known or want_pseudo):
+                return {}
+            views = [weak]
+            if want_pseudo:
+                strong = aug.strong({"image": weak}, seed=self.iteration_seed(iteration, 3), part=self.part)["image"] \
+                    if aug is not None else weak
+                views.append(strong)
+            logits = classify(net, torch.cat(views))
+            weak_logits, strong_logits = logits[: len(weak)], logits[len(weak):]
+            if want_known:
+                terms["unlabelled_cls"] = masked_cross_entropy(weak_logits, label, loss.balanced_cls)
+            if want_pseudo:
+                terms["pseudo_cls"], terms["pseudo_mask_rate"] = fixmatch_loss(
+                    weak_logits, strong_logits, loss.pseudo_threshold, label)
             return terms
-        views = {"image": weak}
+        # Mask consistency: the strong view's target is the weak view's prediction, so the views run in turn.
+        with torch.set_grad_enabled(want_known):
+            weak_out = run_network(unwrap(net), weak)
+        weak_logits = weak_out.get("class_logits")
+        if want_known:
+            terms["unlabelled_cls"] = masked_cross_entropy(weak_logits, label, loss.balanced_cls)
+        prob = torch.sigmoid(weak_out["mask_logits"].detach().float())
+        prob = torch.where((label == 0).view(-1, 1, 1, 1), torch.zeros_like(prob), prob)  # known liver-free
         gate = torch.ones_like(label, dtype=torch.bool)
-        if want_cons:
-            prob = torch.sigmoid(weak_out["mask_logits"].detach().float())
-            prob = torch.where((label == 0).view(-1, 1, 1, 1), torch.zeros_like(prob), prob)  # known liver-free
-            if weak_logits is not None:
-                conf = torch.softmax(weak_logits.detach().float(), 1).amax(1)
-                gate = (label >= 0) | (conf >= loss.pseudo_threshold)
-            views["target"] = prob
+        if weak_logits is not None:
+            conf = torch.softmax(weak_logits.detach().float(), 1).amax(1)
+            gate = (label >= 0) | (conf >= loss.pseudo_threshold)
+        views = {"image": weak, "target": prob}
         strong = aug.strong(views, seed=self.iteration_seed(iteration, 3), part=self.part) if aug is not None else {
             **views, "valid": torch.ones_like(weak)}
-        if want_cons:
-            strong_out = run_network(unwrap(net), strong["image"])
-            strong_logits = strong_out.get("class_logits")
-            valid = strong["valid"] * gate.view(-1, 1, 1, 1).float()
-            terms["seg_consistency"] = consistency_loss(strong_out["mask_logits"], strong["target"], valid,
-                                                        loss.seg_consistency_threshold)
-        else:
-            strong_logits = classify(net, strong["image"])
+        strong_out = run_network(unwrap(net), strong["image"])
+        valid = strong["valid"] * gate.view(-1, 1, 1, 1).float()
+        terms["seg_consistency"] = consistency_loss(strong_out["mask_logits"], strong["target"], valid,
+                                                    loss.seg_consistency_threshold)
         if want_pseudo:
-            terms["pseudo_cls"], terms["pseudo_mask_rate"] = fixmatch_loss(weak_logits, strong_logits, loss.pseudo_threshold)
+            terms["pseudo_cls"], terms["pseudo_mask_rate"] = fixmatch_loss(
+                weak_logits, strong_out["class_logits"], loss.pseudo_threshold, label)
         return terms
 
     def _iteration(self, engine: Engine, batchdata: dict[str, torch.Tensor]) -> dict[str, float]:

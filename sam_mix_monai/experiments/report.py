@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from sam_mix_monai.experiments.table import flatten_results, paper_reference_table, paper_table
+from sam_mix_monai.experiments.table import flatten_results, paper_reference_table, paper_table, result_variants
 from sam_mix_monai.utils.atomic import atomic_output
 from sam_mix_monai.utils.errors import PathLike
 
@@ -181,7 +181,11 @@ def _results_section(runs: Sequence[ModelRun], cross_name: str) -> list[str]:
     ok = [r for r in runs if r.ok]
     if not ok:
         return ["No model finished training: no results."]
-    rows = {r.label: [r.flat] for r in ok}
+    rows = {}
+    for r in ok:  # the main row, then its named variants (e.g. "SAM-PP-50, oracle point": an upper bound)
+        rows[r.label] = [r.flat]
+        for variant in result_variants(r.metrics["results"]):
+            rows[f"{r.label}, {variant}"] = [flatten_results(r.metrics["results"], variant=variant)]
     out = [f"Best checkpoint of each run (by validation Dice), evaluated on the test split of domain a (in-domain) "
            f"and on every slice of domain b ({cross_name}, cross-domain). One seed, so no ± sd.", ""]
     sections = (

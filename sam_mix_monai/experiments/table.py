@@ -29,6 +29,7 @@ __all__ = [
     "DOMAINS",
     "PROTOCOL_COLUMNS",
     "flatten_results",
+    "result_variants",
     "mean_sd",
     "format_mean_sd",
     "paper_table",
@@ -51,25 +52,37 @@ PAPER_RESULTS: dict[str, tuple[float, float, float, float]] = {
 
 # protocol -> ((metric key, column title, decimals), ...)
 PROTOCOL_COLUMNS: dict[str, tuple[tuple[str, str, int], ...]] = {
-    "slice2d": (("slice2d_dice", "Dice", 3), ("slice2d_hd", "HD (px)", 2)),
+    "slice2d": (("slice2d_dice", "Dice", 3), ("slice2d_hd", "HD (px)", 2), ("slice2d_hd_predicted", "HD pred. (px)", 2),
+                ("slice2d_missed", "missed", 0)),
     "volume3d": (("volume3d_dice", "3D Dice", 3), ("volume3d_hd95", "HD95 (mm)", 2)),
     "classifier": (("cls_accuracy", "acc", 3), ("cls_f1", "F1", 3), ("cls_auc", "AUC", 3)),
 }
 
 
-def flatten_results(results: Mapping[str, Any], in_domain: str = "test") -> dict[str, float]:
+def result_variants(results: Mapping[str, Any]) -> list[str]:
+    """Evaluation variants of a run besides the main one, e.g. ``["oracle point"]`` for SAM-PP
+    (result sets named ``"<set> (<variant>)"`` by :meth:`sam_mix_monai.engines.run.TrainingJob.final_evaluation`)."""
+    found = [k[k.index(" (") + 2 : -1] for k in results if " (" in k and k.endswith(")")]
+    return list(dict.fromkeys(found))
+
+
+def flatten_results(results: Mapping[str, Any], in_domain: str = "test", variant: str | None = None) -> dict[str, float]:
     """Flat ``"<domain>/<metric>"`` values from a run's ``metrics.json["results"]``.
 
     Args:
         results: evaluated data sets, each with a ``metrics`` dict (as written by ``sam-mix train``).
         in_domain: key of the in-domain set.
+        variant: an evaluation variant (:func:`result_variants`; ``None``: the main evaluation).
 
     Returns:
-        ``in/...`` from ``results[in_domain]``, ``cross/...`` from the first ``cross_domain:*`` set.
+        ``in/...`` from ``results[in_domain]``, ``cross/...`` from the first ``cross_domain:*`` set
+        (of that variant).
     """
     flat: dict[str, float] = {}
-    cross = next((k for k in results if k.startswith("cross_domain")), None)
-    for domain, key in (("in", in_domain), ("cross", cross)):
+    suffix = f" ({variant})" if variant else ""
+    cross = next((k for k in results if k.startswith("cross_domain")
+                  and (k.endswith(suffix) if variant else not k.endswith(")"))), None)
+    for domain, key in (("in", in_domain + suffix), ("cross", cross)):
         if key is None or key not in results:
             continue
         for metric, value in results[key].get("metrics", {}).items():

@@ -3,13 +3,14 @@
 Both return a dict with at least ``mask_logits`` (B, 1, H, W), like :class:`.sam_mix.SAMMix`.
 
 SAM-PP-N (the paper's table) is read as SAM with LoRA fine-tuned on the same N labelled slices and
-prompted with a single positive point taken from the ground truth (an oracle prompt):
+prompted with a single positive point:
 
-* training: a uniformly random pixel inside the ground-truth mask (:func:`random_point_in_mask`);
-* test: the interior-most pixel of the ground-truth mask, the maximum of its Euclidean distance
-  transform (:func:`interior_point`).
-
-Slices with an empty mask get the image centre (SAM-PP has no liver-free gate).
+* training: a uniformly random pixel inside the ground-truth mask (:func:`random_point_in_mask`;
+  labels are there to train on); a liver-free slice gets the image centre;
+* test (the reported row): the image centre on every slice (no reference mask is read; SAM-PP has
+  no liver-free gate), see :func:`sam_mix_monai.engines.batch.centre_point`;
+* test, upper-bound row only ("SAM-PP-N, oracle point"): the interior-most pixel of the
+  ground-truth mask, the maximum of its Euclidean distance transform (:func:`interior_point`).
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ import torch
 
 from sam_mix_monai.engines.losses import SAMMixLoss, consistency_loss, fixmatch_loss, mask_iou, masked_cross_entropy
 
+LOG2 = torch.log(torch.tensor(2.0)).item()
+
 
 def test_masked_cross_entropy_ignores_unknown_labels():
     logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [5.0, -5.0]], requires_grad=True)
@@ -52,3 +54,26 @@ def test_weights_switch_terms_off():
     assert set(SAMMixLoss().supervised({"mask_logits": out["mask_logits"]}, mask, label)) == {"seg_dice", "seg_bce"}
     with pytest.raises(ValueError, match="no loss term"):
         SAMMixLoss(seg_dice=0.0, seg_bce=0.0).total({})
+
+
+def test_fixmatch_uses_the_known_label_not_the_pseudo_label():
+    weak = torch.tensor([[6.0, 0.0], [6.0, 0.0]])  # confidently "no liver" on both
+    strong = torch.tensor([[0.0, 0.0], [0.0, 0.0]], requires_grad=True)
+    loss, rate = fixmatch_loss(weak, strong, threshold=0.7, labels=torch.tensor([1, -1]))
+    # sample 0: its known label 1 is the target (CE log 2, as for label 0: a zero logit pair); sample 1: pseudo-label 0
+    loss.backward()
+    assert loss.item() == pytest.approx(LOG2) and rate.item() == pytest.approx(1.0)
+    assert strong.grad[0, 1] < 0 < strong.grad[1, 1]  # pulled towards liver where the label says liver
+    wrong = torch.tensor([[0.0, 3.0], [0.0, 0.0]])  # the strong view agrees with the known label
+    assert fixmatch_loss(weak, wrong, 0.7, torch.tensor([1, -1]))[0] < fixmatch_loss(weak, wrong, 0.7)[0]
+
+
+def test_balanced_cross_entropy_is_the_mean_of_class_means():
+    logits = torch.tensor([[0.0, 2.0], [0.0, 2.0], [0.0, 2.0], [0.0, 2.0], [0.0, -1.0], [3.0, 3.0]])
+    labels = torch.tensor([1, 1, 1, 1, 0, -1])
+    ce = torch.nn.functional.cross_entropy(logits[:5], labels[:5], reduction="none")
+    balanced = (ce[:4].mean() + ce[4]) / 2
+    assert masked_cross_entropy(logits, labels, balanced=True).item() == pytest.approx(balanced.item())
+    assert masked_cross_entropy(logits, labels).item() == pytest.approx(ce.mean().item())
+    assert SAMMixLoss().supervised({"mask_logits": torch.zeros(6, 1, 4, 4), "class_logits": logits},
+                                   torch.zeros(6, 1, 4, 4), labels)["cls"].item() == pytest.approx(balanced.item())

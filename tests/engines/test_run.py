@@ -116,3 +116,38 @@ def test_two_process_training_equals_one_process(tiny_phantom, tmp_path):
         assert m2[k] == pytest.approx(m1[k], abs=DICE_TOL), k
     for k in ("slice2d_hd", "volume3d_hd95"):
         assert m2[k] == pytest.approx(m1[k], rel=HD_TOL), k
+
+
+def _captured_evaluations(monkeypatch) -> list[dict]:
+    import sam_mix_monai.engines.run as run_mod
+
+    calls: list[dict] = []
+
+    def fake(network, path, split, protocols, device, batch_size=16, num_workers=0, precision="fp32", point_prompt="centre"):
+        calls.append({"path": str(path), "precision": precision, "point": point_prompt})
+        return {"metrics": {"slice2d_dice": 0.5}, "slices": 1, "liver_slices": 1, "cases": 1}
+
+    monkeypatch.setattr(run_mod, "evaluate_dataset", fake)
+    return calls
+
+
+def test_final_evaluation_runs_at_the_resolved_precision(tiny_phantom, tmp_path, monkeypatch):
+    from sam_mix_monai.engines.run import build_training
+
+    calls = _captured_evaluations(monkeypatch)
+    raw = tiny_config(tiny_phantom[0], tmp_path, model={"name": "unet"}, train={"epochs": 0, "precision": "fp16",
+                                                                                 "device": "cpu"})
+    job = build_training(validate_config(raw), tmp_path)
+    job.final_evaluation()
+    assert calls and all(c["precision"] == "fp32" for c in calls)  # fp16 needs CUDA: what training ran at
+
+
+def test_sam_pp_is_scored_with_the_centre_point_and_an_oracle_row(tiny_phantom, tmp_path, monkeypatch):
+    from sam_mix_monai.engines.run import build_training
+
+    calls = _captured_evaluations(monkeypatch)
+    raw = tiny_config(tiny_phantom[0], tmp_path, tiny_phantom[1], model={"name": "sam_pp"}, data={"n_labelled": 0},
+                      train={"epochs": 0})
+    results = build_training(validate_config(raw), tmp_path).final_evaluation()
+    assert list(results) == ["test", "cross_domain:b", "test (oracle point)", "cross_domain:b (oracle point)"]
+    assert [c["point"] for c in calls] == ["centre", "centre", "oracle", "oracle"]

@@ -9,6 +9,7 @@ import torch
 from ignite.engine import Events
 
 from sam_mix_monai.engines.config import validate_config
+from sam_mix_monai.engines.losses import SAMMixLoss
 from sam_mix_monai.engines.run import build_training
 from tests.engines.conftest import tiny_config
 
@@ -40,13 +41,36 @@ def _one_epoch(cfg_dict, tmp_path):
     return job, seen
 
 
-def test_every_unlabelled_term_runs(tiny_phantom, tmp_path):
+def test_unlabelled_step_known_labels_one_batch_and_weighted_total(tiny_phantom, tmp_path, monkeypatch):
+    import sam_mix_monai.engines.trainer as trainer_mod
+
+    seen_labels, batches = [], []
+    real_fixmatch = trainer_mod.fixmatch_loss
+
+    def spy(weak, strong, threshold, labels=None):
+        seen_labels.append(labels.clone())
+        return real_fixmatch(weak, strong, threshold, labels)
+
+    monkeypatch.setattr(trainer_mod, "fixmatch_loss", spy)
     raw = tiny_config(tiny_phantom[0], tmp_path, train={"epochs": 1, "iterations_per_epoch": 2},
-                      loss={"seg_consistency": 1.0}, data={"n_labelled": 8, "withhold_label_fraction": 0.5})
+                      data={"n_labelled": 8, "withhold_label_fraction": 0.5})
     raw["data"]["val_split"] = None
-    job, seen = _one_epoch(raw, tmp_path)
-    assert {"seg_dice", "seg_bce", "iou", "cls", "unlabelled_cls", "pseudo_cls", "seg_consistency"} <= set(seen[0])
-    assert all(torch.isfinite(torch.tensor(s["loss"])) for s in seen)
+    cfg = validate_config(raw)
+    job = build_training(cfg, tmp_path)
+    job.model.classifier.register_forward_hook(lambda m, i, o: batches.append(i[0].shape[0]))
+    seen = []
+    job.trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: seen.append(dict(e.state.output)))
+    job.trainer.run()
+    b = cfg.unlabelled.batch_size
+    # per iteration: the labelled batch inside SAM-Mix, then the weak and strong views together in one batch
+    assert batches == [cfg.train.batch_size, 2 * b] * 2
+    labels = torch.cat(seen_labels)
+    assert (labels == -1).any() and (labels >= 0).any()  # withheld and known labels reach FixMatch as they are
+    for s, lab in zip(seen, seen_labels):
+        assert s["pseudo_mask_rate"] >= float((lab >= 0).float().mean()) - 1e-6  # a known label is always a target
+        w = SAMMixLoss(**cfg.loss.model_dump()).weights
+        assert s["loss"] == pytest.approx(sum(w[k] * v for k, v in s.items() if k in w), rel=1e-5)
+    assert {"seg_dice", "seg_bce", "iou", "cls", "unlabelled_cls", "pseudo_cls"} <= set(seen[0])
     # supervised only: no unlabelled terms at all
     raw = tiny_config(tiny_phantom[0], tmp_path / "sup", train={"epochs": 1, "iterations_per_epoch": 1},
                       unlabelled={"enabled": False})
@@ -55,15 +79,32 @@ def test_every_unlabelled_term_runs(tiny_phantom, tmp_path):
     assert set(seen[0]) == {"loss", "seg_dice", "seg_bce", "iou", "cls"}
 
 
+def test_segmentation_consistency_term(tiny_phantom, tmp_path):
+    raw = tiny_config(tiny_phantom[0], tmp_path, train={"epochs": 1, "iterations_per_epoch": 1},
+                      loss={"seg_consistency": 1.0}, data={"n_labelled": 8})
+    raw["data"]["val_split"] = None
+    _, seen = _one_epoch(raw, tmp_path)
+    assert seen[0]["seg_consistency"] >= 0.0 and {"unlabelled_cls", "pseudo_cls"} <= set(seen[0])
+
+
 @pytest.mark.parametrize("name", ["unet", "sam_pp"])
 def test_baselines_train_and_evaluate(tiny_phantom, tmp_path, name):
-    raw = tiny_config(tiny_phantom[0], tmp_path, model={"name": name}, train={"epochs": 1, "iterations_per_epoch": 2})
+    from sam_mix_monai.engines.evaluate import evaluate_checkpoint
+
+    raw = tiny_config(tiny_phantom[0], tmp_path, model={"name": name}, train={"epochs": 1, "iterations_per_epoch": 2},
+                      evaluate={"protocols": ["slice2d"]})
     job = build_training(validate_config(raw), tmp_path)
     assert job.trainer.unlabelled_data_loader is None  # no classifier: no FixMatch step
+    before = {k: v.clone() for k, v in job.model.state_dict().items()}
     results = job.run()
+    after = job.model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before if after[k].is_floating_point())  # it trained
     m = results["test"]["metrics"]
-    assert {"slice2d_dice", "slice2d_hd", "volume3d_dice", "volume3d_hd95"} <= set(m)
-    assert "cls_accuracy" not in m
+    assert "cls_accuracy" not in m and 0.0 <= m["slice2d_dice"] <= 1.0
+    again = evaluate_checkpoint(tmp_path / "best.pt", tiny_phantom[0], ["slice2d"], "test", device="cpu")["metrics"]
+    assert again["slice2d_dice"] == pytest.approx(m["slice2d_dice"], abs=1e-6)  # the reported numbers are best.pt's
+    assert again["slice2d_missed"] == m["slice2d_missed"]
+    assert ("test (oracle point)" in results) == (name == "sam_pp")  # the oracle point only as its own named row
 
 
 def test_no_training_evaluates_the_network_as_it_is(tiny_phantom, tmp_path):

@@ -88,7 +88,8 @@ def test_plan_checks_data_and_points_runs_at_the_demo_data(tmp_path):
 
 
 def _metrics(dice: float, cls: bool) -> dict:
-    m = {"slice2d_dice": dice, "slice2d_hd": 10.0, "volume3d_dice": dice + 0.01, "volume3d_hd95": 5.0}
+    m = {"slice2d_dice": dice, "slice2d_hd": 10.0, "slice2d_hd_predicted": 8.0, "slice2d_missed": 2.0,
+         "volume3d_dice": dice + 0.01, "volume3d_hd95": 5.0}
     if cls:
         m.update(cls_accuracy=0.9, cls_f1=0.8, cls_auc=0.95)
     cross = {k: v * 0.5 for k, v in m.items()}

@@ -6,6 +6,7 @@ import pytest
 
 from sam_mix_monai.experiments.table import (
     flatten_results,
+    result_variants,
     format_mean_sd,
     paper_table,
     parse_markdown_table,
@@ -24,6 +25,14 @@ def test_flatten_results_maps_test_and_first_cross_domain_set():
     assert flat["in/slice2d_dice"] == 0.9 and flat["cross/slice2d_hd"] == 30.0
     assert "cross/volume3d_dice" not in flat  # None is missing, not 0
     assert not any(k.startswith("timing") for k in flat)
+
+
+def test_oracle_point_variant_is_its_own_row():
+    res = {**RESULTS, "test (oracle point)": {"metrics": {"slice2d_dice": 0.95}},
+           "cross_domain:phantom_b (oracle point)": {"metrics": {"slice2d_dice": 0.7}}}
+    assert result_variants(res) == ["oracle point"] and result_variants(RESULTS) == []
+    assert flatten_results(res) == flatten_results(RESULTS)  # the main row ignores the variant
+    assert flatten_results(res, variant="oracle point") == {"in/slice2d_dice": 0.95, "cross/slice2d_dice": 0.7}
 
 
 def test_mean_sd_formatting():
