@@ -11,7 +11,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = Path(os.environ.get("SAM_MIX_REAL_DATA", ROOT.parent / "shared" / "data" / "real"))
-REAL_CT = Path(os.environ.get("SAM_MIX_REAL_CT", REAL_DATA / "totalseg_example_dicom"))
+# The TotalSegmentator sample also ships in examples/ (Apache-2.0), so its tests run on a user's clone too.
+_EXAMPLE_CT = ROOT / "examples" / "totalseg_example_dicom"
+REAL_CT = Path(os.environ.get("SAM_MIX_REAL_CT", REAL_DATA / "totalseg_example_dicom" if (REAL_DATA / "totalseg_example_dicom").is_dir() else _EXAMPLE_CT))
 
 
 def require_real(name: str) -> Path:

@@ -13,7 +13,9 @@ held-out volume, and how many slices the figures show. Steps:
 3. **volume inference**: the first test case's NIfTI volume (regenerated from its seed when the
    NIfTI files are gone) through ``sam-mix infer``'s :func:`~sam_mix_monai.inference.runner.segment_cases`,
    with preview and JSON summary, and its 3D Dice / HD95 against the label NIfTI;
-4. **figures** (:mod:`.figures`) and 5. **report** (:mod:`.report`).
+4. **real CT** (:mod:`.real_ct`): the committed TotalSegmentator example segmented by every model,
+   by the zero-shot SAM-PP-0 and with the oracle box, scored on the CT's own grid;
+5. **figures** (:mod:`.figures`) and 6. **report** (:mod:`.report`).
 
 Example:
     >>> report = run_demo("runs/demo")  # doctest: +SKIP
@@ -27,7 +29,6 @@ import os
 import re
 import shutil
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -46,7 +47,7 @@ from sam_mix_monai.utils.errors import InputError, PathLike
 __all__ = ["DemoResult", "run_demo"]
 
 logger = logging.getLogger(__name__)
-STEPS = 5
+STEPS = 6
 CROSS_NAME = "phantom_b"
 
 
@@ -138,36 +139,16 @@ def _held_out_case(phantom: Any, work: Path) -> tuple[str, Path, Path]:
 def _infer(run: ModelRun, phantom: Any, out: Path, progress: bool) -> InferenceOutcome:
     """Segment the held-out case as ``sam-mix infer --preview`` does; score it against its label NIfTI."""
     import nibabel as nib
-    import torch
-    from monai.metrics import compute_dice, compute_hausdorff_distance
 
-    from sam_mix_monai.inference import INFERABLE_MODELS, SlicePredictor, VolumeSliceInferer, load_checkpoint
-    from sam_mix_monai.inference.loading import training_preprocessing
-    from sam_mix_monai.inference.runner import segment_cases
-    from sam_mix_monai.transforms import DEFAULT_WINDOW
+    from sam_mix_monai.experiments.real_ct import score_masks, segment_with_checkpoint
 
     case, image, label = _held_out_case(phantom, out / "infer" / "input")
     t0 = time.perf_counter()
-    network, mcfg, record = load_checkpoint(run.run_dir / "best.pt", "cpu", models=INFERABLE_MODELS)
-    settings = training_preprocessing(record)
-    predictor = SlicePredictor(network, device="cpu")
-    inferer = VolumeSliceInferer(image_size=settings.get("image_size") or mcfg.image_size, batch_size=settings.get("batch_size") or 8,
-                                  window=settings.get("window") or DEFAULT_WINDOW, device="cpu")
-    report = segment_cases([image], predictor, inferer, out / "infer", preview=True, progress=progress)
-    res = report.results[0]
-    if not res.ok:
-        raise InputError(image, f"inference failed: {res.error}")
+    res = segment_with_checkpoint(run.run_dir / "best.pt", image, out / "infer", progress)
     seconds = time.perf_counter() - t0
-    pred_img, ref_img = nib.load(str(res.outputs[0])), nib.load(str(label))
-    pred = torch.from_numpy(np.asarray(pred_img.dataobj) > 0)[None, None].float()
-    ref = torch.from_numpy(np.asarray(ref_img.dataobj) > 0)[None, None].float()
-    dice = float(compute_dice(pred, ref, include_background=True, ignore_empty=False)[0, 0])
-    hd95 = float("nan")  # undefined when either mask is empty
-    if pred.any() and ref.any():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # a MONAI-internal deprecation
-            hd95 = float(compute_hausdorff_distance(pred, ref, include_background=True, percentile=95,
-                                                    spacing=[float(z) for z in ref_img.header.get_zooms()[:3]])[0, 0])
+    ref_img = nib.load(str(label))
+    dice, hd95 = score_masks(np.asarray(nib.load(str(res.outputs[0])).dataobj), np.asarray(ref_img.dataobj),
+                             ref_img.header.get_zooms()[:3])
     per_case = (run.metrics or {}).get("results", {}).get("test", {}).get("volume3d_cases", [])
     eval_dice = next((c.get("dice") for c in per_case if c.get("case_id") == case), None)
     preview = next((p for p in res.outputs if p.suffix == ".png"), None)
@@ -347,17 +328,35 @@ def run_demo(out: PathLike, config: PathLike | None = None, overrides: Sequence[
     else:
         _step(3, "volume inference skipped: no SAM-Mix model finished training")
 
-    _step(4, f"figures in {fig_dir}")
+    real = None
+    if demo.real_ct:
+        from sam_mix_monai.experiments.real_ct import run_real_ct
+
+        _step(4, "real CT (examples/totalseg_example_dicom): every model"
+                 + (", SAM-PP-0 and the oracle box" if demo.real_ct_zero_shot else ""))
+        t = time.perf_counter()
+        real = run_real_ct([(r.label, r.run_dir) for r in runs if r.ok], out, progress, demo.real_ct_zero_shot)
+        timings["real CT (all rows)"] = time.perf_counter() - t
+        for row in real.rows:
+            logger.info("real CT, %s: %s", row.model, row.error or f"3D Dice {row.dice:.3f}")
+    else:
+        _step(4, "real CT skipped (real_ct: false)")
+
+    _step(5, f"figures in {fig_dir}")
     t = time.perf_counter()
     figures = _figures(runs, sam_mix, phantom, demo, inference, fig_dir)
+    if real is not None and real.figure is not None:
+        figures.insert(0, ("Real CT (TotalSegmentator example): reference and every model on 3 slices",
+                           f"figures/{real.figure.name}"))
     timings["figures"] = time.perf_counter() - t
 
-    _step(5, "report")
+    _step(6, "report")
     timings["total (demo command)"] = time.perf_counter() - t_start
     load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     env = {"sam_mix_monai": __version__, "commit": git_commit() or "-", "torch": torch.__version__,
            "CPUs": os.cpu_count(), "threads per training": demo.threads,
            "load average (1 min) at start / end": f"{load_start:.2f} / {load_end:.2f}"}
-    summary = DemoSummary(out, phantom_data_lines(phantom), runs, data_table(counts), inference, figures, timings, env, notes)
+    summary = DemoSummary(out, phantom_data_lines(phantom), runs, data_table(counts), inference, figures, timings, env, notes,
+                          real_ct=real)
     report = write_report(summary)
     return DemoResult(report, runs, inference, time.perf_counter() - t_start)

@@ -44,6 +44,8 @@ class DemoConfig(_Strict):
         figure_slices: test slices shown in the overlay and CAM figures.
         workers: trainings run at the same time.
         threads: torch threads of each training child (and of the demo's own inference).
+        real_ct: segment the committed real CT (``examples/totalseg_example_dicom``) with every model.
+        real_ct_zero_shot: there, also the pretrained LiteMedSAM rows SAM-PP-0 and the oracle box.
     """
 
     runs: list[DemoRunConfig] = Field(min_length=1)
@@ -51,6 +53,8 @@ class DemoConfig(_Strict):
     figure_slices: int = Field(4, ge=1, le=16)
     workers: int = Field(2, ge=1)
     threads: int = Field(1, ge=1)
+    real_ct: bool = True
+    real_ct_zero_shot: bool = True
 
 
 def default_demo_config() -> Path:
