@@ -8,9 +8,9 @@ voxel grid, scored by 3D Dice and HD95 (mm) against the reference resampled onto
 * every trained demo model (SAM-Mix-50, U-Net-50), through ``sam-mix infer``'s code path
   (:func:`~sam_mix_monai.inference.runner.segment_cases`: automatic prompts, classifier gate, largest
   component, JSON summary with the quality flag of :mod:`~sam_mix_monai.inference.quality`);
-* **SAM-PP-0**: the pretrained LiteMedSAM with no segmentation training, prompted on each slice by one
-  point, the interior-most pixel of the reference (:func:`~sam_mix_monai.networks.baselines.interior_point`,
-  as ``sam-mix evaluate`` prompts SAM-PP): an oracle point;
+* **SAM-PP-0**: the pretrained LiteMedSAM with no segmentation training, prompted on every slice by one
+  point at the image centre (:func:`~sam_mix_monai.engines.batch.run_network`'s test-time rule, as
+  ``sam-mix evaluate`` scores SAM-PP): no reference involved, so it gets a quality flag too;
 * **SAM, oracle box**: the same LiteMedSAM prompted by the reference's tight box on each slice, with
   LiteMedSAM's own inference procedure (:func:`~sam_mix_monai.networks.box_prompt.predict_box_mask`).
   An upper bound of what a box prompt can give, never a result.
@@ -183,11 +183,12 @@ def _trained_row(label: str, run_dir: Path, image: Path, ref: np.ndarray, spacin
 
 
 def _prompted_rows(ct: Any, ref: np.ndarray, spacing: np.ndarray) -> list[tuple[RealCtRow, np.ndarray | None]]:
-    """SAM-PP-0 (oracle point) and the oracle box, both with the pretrained LiteMedSAM, slice by slice."""
+    """SAM-PP-0 (centre point, every slice) and the oracle box, both with the pretrained LiteMedSAM."""
     import torch
 
     from sam_mix_monai.engines.batch import run_network
     from sam_mix_monai.inference.geometry import AxialGeometry
+    from sam_mix_monai.inference.summary import case_summary
     from sam_mix_monai.networks import encode_slices, predict_box_mask, prepare_sam_slice
     from sam_mix_monai.networks.registry import ModelConfig, build_model
     from sam_mix_monai.transforms import DEFAULT_WINDOW, HUWindow
@@ -203,12 +204,10 @@ def _prompted_rows(ct: Any, ref: np.ndarray, spacing: np.ndarray) -> list[tuple[
     t0 = time.perf_counter()
     point = torch.zeros_like(truth, dtype=torch.bool)
     with torch.no_grad():
-        for k in range(geo.depth):
-            if truth[k].any():  # no liver, no prompt: an empty slice (as sam-mix evaluate does)
-                out = run_network(net, slices[k][None, None], truth[k][None, None])
-                point[k] = out["mask_logits"][0, 0] > 0
-    rows.append((RealCtRow("SAM-PP-0", "1 point per slice from the reference (oracle), LiteMedSAM zero-shot",
-                           oracle=True), point.numpy()))
+        for k in range(0, geo.depth, 4):
+            out = run_network(net, slices[k:k + 4, None], point="centre")
+            point[k:k + 4] = out["mask_logits"][:, 0] > 0
+    rows.append((RealCtRow("SAM-PP-0", "1 point per slice at the image centre, LiteMedSAM zero-shot"), point.numpy()))
     rows[-1][0].seconds = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -229,6 +228,9 @@ def _prompted_rows(ct: Any, ref: np.ndarray, spacing: np.ndarray) -> list[tuple[
         geo.write_slab(mask, np.asarray(display, dtype=np.uint8), 0, geo.depth)
         row.dice, row.hd95_mm = score_masks(mask, ref, spacing)
         row.volume_ml = round(float(mask.sum()) * volume_ml, 1)
+        if not row.oracle:  # the quality flag sam-mix infer would give this mask
+            s = case_summary(mask, geo, image=hu)
+            row.quality, row.reasons = s["quality"], list(s["quality_reasons"])
         scored.append((row, mask))
     return scored
 

@@ -237,9 +237,9 @@ def _real_ct_section(real: Any) -> list[str]:
         name = f"{r.model} (oracle prompt)" if r.oracle else r.model
         out.append(f"| {name} | {r.prompt} | {_fmt(r.dice)} | {_fmt(r.hd95_mm, 2)} | {_fmt(r.volume_ml, 1)} | "
                    f"{flag} | {r.seconds:.1f} |")
-    out += ["", "SAM-PP-0 and the oracle box take their prompt from the reference mask (a point, a box), so they "
-            "bracket the automatic rows: no training at all, and a perfect prompt. They are upper bounds, "
-            "never results; `sam-mix infer` cannot run them (it has no reference).", ""]
+    out += ["", "SAM-PP-0 (no segmentation training, a point at the image centre of every slice) and the oracle "
+            "box (the reference's tight box on every slice) bracket the automatic rows: no training at all, and a "
+            "perfect prompt. The oracle box takes its prompt from the reference: an upper bound, never a result.", ""]
     return out
 
 

@@ -73,4 +73,4 @@ def test_report_section_marks_oracle_rows():
     table = parse_markdown_table(text)
     assert [r["model"] for r in table] == ["SAM-Mix-50", "SAM, oracle box (oracle prompt)"]
     assert table[0]["quality flag"].startswith("check (liver volume") and table[1]["quality flag"] == "-"
-    assert "upper bounds" in text and "716.2 mL" in text
+    assert "upper bound, never a result" in text and "716.2 mL" in text
