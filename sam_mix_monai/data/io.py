@@ -8,6 +8,10 @@
 * A DICOM series folder is read with SimpleITK's ``ImageSeriesReader``. MONAI's own
   ITK reader would need the large ``itk`` package, so the LPS->RAS affine conversion
   (a sign flip of the first two world axes) is written out here instead.
+* A zipped DICOM series (``.zip``) is unpacked into a temporary folder, read as above, and
+  the folder removed; NRRD and MetaImage files (``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``) are
+  read with SimpleITK's ``ReadImage``, with the same LPS->RAS conversion.
+* An in-memory ``nibabel.Nifti1Image`` becomes the same MetaTensor (:func:`volume_from_nifti`).
 
 Every problem raises :class:`~sam_mix_monai.utils.errors.InputError` naming the file.
 """
@@ -30,6 +34,10 @@ from sam_mix_monai.utils.errors import InputError, PathLike
 logger = logging.getLogger(__name__)
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+#: Single-file formats read through SimpleITK.
+SITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+#: Every single-file volume format :func:`read_volume` reads (a ``.zip`` holds a DICOM series).
+VOLUME_SUFFIXES = NIFTI_SUFFIXES + SITK_SUFFIXES + (".zip",)
 #: The RAS<->LPS world-axis flip (DICOM/ITK world space is LPS).
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 #: Smallest intensity span (HU) of a CT: air (-1000) to soft tissue (about +50) is far more.
@@ -42,12 +50,27 @@ def is_nifti(path: PathLike) -> bool:
     return str(path).endswith(NIFTI_SUFFIXES)
 
 
+def is_volume_file(path: PathLike) -> bool:
+    """Whether ``path`` names a volume file :func:`read_volume` reads, by its suffix (case-insensitive)."""
+    return str(path).lower().endswith(VOLUME_SUFFIXES)
+
+
+def volume_suffix(path: PathLike) -> str:
+    """The volume suffix of ``path`` (``".nii.gz"``, ``".nrrd"``, ...), or ``""``."""
+    name = str(path).lower()
+    return next((s for s in sorted(VOLUME_SUFFIXES, key=len, reverse=True) if name.endswith(s)), "")
+
+
 def is_dicom_dir(path: PathLike) -> bool:
     """Whether ``path`` is a folder holding at least one DICOM series."""
     import SimpleITK as sitk
 
     p = Path(path)
     return p.is_dir() and len(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(p))) > 0
+
+
+#: What the readers accept, for error messages.
+UNSUPPORTED_HINT = ".nii, .nii.gz, .nrrd, .mha, .mhd, a DICOM series folder or a .zip of one"
 
 
 def _read_nifti(path: Path) -> MetaTensor:
@@ -86,6 +109,16 @@ def _read_dicom_series(path: Path) -> MetaTensor:
         image = reader.Execute()
     except RuntimeError as e:
         raise InputError(path, f"cannot read DICOM series ({str(e).strip().splitlines()[-1]})") from None
+    return _from_sitk(image, path)
+
+
+def _from_sitk(image, path: Path) -> MetaTensor:
+    """A SimpleITK image (LPS world) as a ``(1, X, Y, Z)`` MetaTensor with a RAS affine."""
+    import SimpleITK as sitk
+
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(path, f"expected a 3D single-channel volume, got a {image.GetDimension()}D image "
+                               f"with {image.GetNumberOfComponentsPerPixel()} component(s)")
     arr = sitk.GetArrayFromImage(image)  # (z, y, x)
     arr = np.ascontiguousarray(np.transpose(arr, (2, 1, 0)))  # (x, y, z), index order of ITK
     direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
@@ -97,11 +130,59 @@ def _read_dicom_series(path: Path) -> MetaTensor:
     return MetaTensor(torch.from_numpy(arr)[None], affine=torch.as_tensor(affine), meta=meta)
 
 
+def _read_sitk_file(path: Path) -> MetaTensor:
+    import SimpleITK as sitk
+
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as e:
+        raise InputError(path, f"cannot read image: corrupt or unsupported file ({str(e).strip().splitlines()[-1]})") from None
+    return _from_sitk(image, path)
+
+
+def _read_dicom_zip(path: Path) -> MetaTensor:
+    import tempfile
+    import zipfile
+
+    with tempfile.TemporaryDirectory(prefix="sam_mix_dicom_zip_") as tmp:
+        try:
+            with zipfile.ZipFile(path) as zf:
+                files = [m for m in zf.infolist() if not m.is_dir()]
+                for k, member in enumerate(files):  # flat extraction: no member can escape the folder
+                    (Path(tmp) / f"{k:06d}_{Path(member.filename).name}").write_bytes(zf.read(member))
+        except (zipfile.BadZipFile, OSError, EOFError) as e:
+            raise InputError(path, f"cannot read zip file ({type(e).__name__}: {e})") from None
+        vol = _read_dicom_series(Path(tmp)) if is_dicom_dir(tmp) else None
+        if vol is None:
+            raise InputError(path, "no DICOM series found in the zip file")
+    vol.meta["filename_or_obj"] = str(path)
+    return vol
+
+
+def volume_from_nifti(image: nib.Nifti1Image, name: str = "<Nifti1Image>") -> MetaTensor:
+    """An in-memory NIfTI image as the ``(1, X, Y, Z)`` MetaTensor :func:`read_volume` returns.
+
+    Raises:
+        InputError: (named ``name``) when it is not a 3D volume.
+    """
+    arr = np.asanyarray(image.dataobj)
+    while arr.ndim > 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim != 3:
+        raise InputError(name, f"expected a 3D volume, got an image of shape {arr.shape}")
+    if arr.dtype.byteorder not in ("=", "|") or arr.dtype == np.float16 or arr.dtype == np.uint16:
+        arr = arr.astype(np.float32 if arr.dtype.kind == "f" else np.int32)
+    affine = np.asarray(image.affine, dtype=np.float64)
+    check_geometry(affine, name)
+    meta = {"filename_or_obj": name, "space": "RAS", "original_affine": affine.copy()}
+    return MetaTensor(torch.from_numpy(np.asarray(arr))[None], affine=torch.as_tensor(affine), meta=meta)
+
+
 def read_volume(path: PathLike) -> MetaTensor:
     """Read a CT image or label as a channel-first ``(1, X, Y, Z)`` MetaTensor with a RAS affine.
 
     Args:
-        path: a NIfTI file or a folder with a DICOM series.
+        path: a NIfTI, NRRD or MetaImage file, a folder with a DICOM series, or a ``.zip`` of one.
 
     Raises:
         InputError: missing/unreadable file, or not a 3D volume.
@@ -113,8 +194,12 @@ def read_volume(path: PathLike) -> MetaTensor:
         vol = _read_dicom_series(p)
     elif is_nifti(p):
         vol = _read_nifti(p)
+    elif volume_suffix(p) == ".zip":
+        vol = _read_dicom_zip(p)
+    elif volume_suffix(p):
+        vol = _read_sitk_file(p)
     else:
-        raise InputError(p, "unsupported file type (expected .nii, .nii.gz or a DICOM series folder)")
+        raise InputError(p, f"unsupported file type (expected {UNSUPPORTED_HINT})")
     check_geometry(vol.affine, p)
     # Accept trailing singleton dimensions (X, Y, Z, 1), reject real 2D or 4D data.
     while vol.ndim > 4 and vol.shape[-1] == 1:

@@ -2,11 +2,12 @@
 
 Each input is one of:
 
-* a NIfTI file (``.nii`` / ``.nii.gz``): one case named after the file (``volume-3.nii`` -> ``volume-3``);
+* a volume file (NIfTI ``.nii`` / ``.nii.gz``, ``.nrrd``, ``.mha``, ``.mhd``, or a ``.zip`` of a DICOM
+  series): one case named after the file (``volume-3.nii`` -> ``volume-3``);
 * a DICOM series folder: one case named after the folder;
-* a folder of cases: every NIfTI file in it, every sub-folder holding a DICOM series, and every
+* a folder of cases: every volume file in it, every sub-folder holding a DICOM series, and every
   TotalSegmentator-style sub-folder ``<name>/ct.nii.gz`` (case ``<name>``). Label files are skipped
-  (``segmentation-*`` of LiTS, ``*_liver.nii.gz`` written by ``sam-mix infer``).
+  (``segmentation-*`` of LiTS, ``*_liver*.nii.gz`` written by ``sam-mix infer``).
 
 Case names are made unique with a numeric suffix when two inputs share one.
 """
@@ -18,12 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from sam_mix_monai.data.io import NIFTI_SUFFIXES, is_dicom_dir, is_nifti
+from sam_mix_monai.data.io import UNSUPPORTED_HINT, is_dicom_dir, is_volume_file, volume_suffix
 from sam_mix_monai.utils.errors import InputError, PathLike
 
 __all__ = ["Case", "find_cases", "case_name"]
 
-_SKIP = re.compile(r"^(segmentation[-_].*|.*_liver\.nii(\.gz)?|.*\.part\.nii(\.gz)?)$")
+_SKIP = re.compile(r"^(segmentation[-_].*|.*_liver(_probabilities)?\.nii(\.gz)?|.*\.part\..*)$")
 _TOTALSEG_CT = ("ct.nii.gz", "ct.nii")
 _NOT_DICOM = {".json", ".png", ".txt", ".md", ".csv", ".h5", ".pt", ".yaml"}
 
@@ -46,10 +47,8 @@ def case_name(path: PathLike) -> str:
     p = Path(path)
     if p.name in _TOTALSEG_CT:
         return p.parent.name
-    for sfx in NIFTI_SUFFIXES:
-        if p.name.endswith(sfx):
-            return p.name[: -len(sfx)]
-    return p.name
+    sfx = volume_suffix(p.name) if p.is_file() or not p.exists() else ""
+    return p.name[: -len(sfx)] if sfx else p.name
 
 
 def _sort_key(p: Path) -> list:
@@ -59,7 +58,7 @@ def _sort_key(p: Path) -> list:
 
 def _may_hold_dicom(folder: Path) -> bool:
     """Whether a folder has files other than NIfTI / our outputs (asking GDCM costs a warning otherwise)."""
-    return any(f.is_file() and not is_nifti(f) and f.suffix not in _NOT_DICOM for f in folder.iterdir())
+    return any(f.is_file() and not is_volume_file(f) and f.suffix not in _NOT_DICOM for f in folder.iterdir())
 
 
 def _is_series(folder: Path) -> bool:
@@ -80,7 +79,7 @@ def _scan_folder(folder: Path) -> list[Path]:
     for entry in sorted(folder.iterdir(), key=_sort_key):
         if entry.name.startswith("."):
             continue
-        if entry.is_file() and is_nifti(entry) and not _SKIP.match(entry.name):
+        if entry.is_file() and is_volume_file(entry) and not _SKIP.match(entry.name):
             found.append(entry)
         elif entry.is_dir():
             ct = next((entry / n for n in _TOTALSEG_CT if (entry / n).is_file()), None)
@@ -109,15 +108,15 @@ def find_cases(inputs: Sequence[PathLike]) -> list[Case]:
         if not p.exists():
             raise InputError(p, "input not found")
         if p.is_file():
-            if not is_nifti(p):
-                raise InputError(p, "unsupported file type (expected .nii, .nii.gz or a DICOM series folder)")
+            if not is_volume_file(p):
+                raise InputError(p, f"unsupported file type (expected {UNSUPPORTED_HINT})")
             paths.append(p)
         elif _is_series(p):
             paths.append(p)
         else:
             found = _scan_folder(p)
             if not found:
-                raise InputError(p, "no NIfTI file, DICOM series or <case>/ct.nii.gz found in folder")
+                raise InputError(p, "no volume file (NIfTI, NRRD, MHA, zipped DICOM), DICOM series or <case>/ct.nii.gz found in folder")
             paths.extend(found)
     cases: list[Case] = []
     used: dict[str, int] = {}

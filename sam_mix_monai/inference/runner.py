@@ -5,8 +5,14 @@ Outputs per case, in ``output_dir``:
 * ``<case>_liver.nii.gz``: ``uint8`` mask (1 = liver) with the input's shape and affine. For a NIfTI
   input the input's header is reused (same qform/sform and codes, so a reader gets the very same
   affine); for a DICOM series the NIfTI carries the series' geometry (LPS converted to RAS);
-* ``<case>_liver.json``: the summary of :mod:`.summary`;
-* ``<case>_liver.png`` with ``preview=True``: axial / coronal / sagittal overlays.
+* ``<case>_liver.json``: the summary of :mod:`.summary`, with the statistics of :mod:`.statistics`;
+* ``<case>_liver.png`` with ``preview=True``: axial / coronal / sagittal overlays;
+* ``<case>_liver_probabilities.nii.gz`` with ``save_probabilities=True``: the liver probability on
+  the same grid (2 bytes per voxel, :func:`probability_image`);
+* ``statistics.csv`` over all cases of a multi-case run (:func:`segment_cases`).
+
+With ``skip_existing=True`` a case whose mask file is already there is not segmented again; its
+statistics are read back from its JSON for ``statistics.csv``.
 
 A case's files are written to temporary names and renamed together when all are complete
 (:func:`~sam_mix_monai.utils.atomic.output_set`): they appear together or not at all. Each case is an
@@ -18,6 +24,7 @@ reported; the other cases still run.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -35,13 +42,15 @@ from sam_mix_monai.inference.geometry import AxialGeometry
 from sam_mix_monai.inference.postprocess import keep_largest_component
 from sam_mix_monai.inference.predictor import SlicePredictor
 from sam_mix_monai.inference.preview import save_triplanar_preview
+from sam_mix_monai.inference.statistics import mask_statistics, statistics_row, write_statistics_csv
 from sam_mix_monai.inference.summary import case_summary, write_summary
 from sam_mix_monai.inference.volume import VolumeSliceInferer, volume_array
 from sam_mix_monai.utils.atomic import atomic_output, check_writable_dir, output_set
 from sam_mix_monai.utils.boundary import stage, to_input_error
 from sam_mix_monai.utils.errors import InputError, PathLike
 
-__all__ = ["CaseResult", "RunReport", "segment_case", "segment_cases", "write_mask"]
+__all__ = ["CaseResult", "Prediction", "RunReport", "mask_path", "predict_volume", "segment_case", "segment_cases",
+           "probability_image", "write_mask", "write_probabilities"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,12 +64,14 @@ class CaseResult:
         outputs: files written.
         summary: the JSON summary (``None`` on failure).
         error: the one-line problem (``None`` on success).
+        skipped: its outputs existed already (``skip_existing``); ``summary`` is the stored one, if any.
     """
 
     case: Case
     outputs: list[Path] = field(default_factory=list)
     summary: dict[str, Any] | None = None
     error: str | None = None
+    skipped: bool = False
 
     @property
     def ok(self) -> bool:
@@ -86,36 +97,123 @@ class RunReport:
         return InputError.exit_code if self.failed else 0
 
 
-def write_mask(mask: np.ndarray, affine: np.ndarray, target: PathLike, reference: PathLike | None = None) -> Path:
-    """Save a ``uint8`` mask as NIfTI on the input's grid, atomically.
+def mask_image(
+    mask: np.ndarray, affine: np.ndarray, reference: PathLike | nib.Nifti1Image | None = None,
+    dtype: type = np.uint8, intent: str = "label", descrip: bytes = b"sam-mix liver mask",
+    slope: float | None = None,
+) -> nib.Nifti1Image:
+    """A NIfTI image of ``mask`` on the input's grid.
 
     Args:
         mask: ``(X, Y, Z)`` array in the input's array order.
         affine: the input's voxel-to-RAS affine.
-        target: output ``.nii.gz`` path.
-        reference: the input file; when it is a NIfTI its header (qform, sform, codes, units) is reused.
-
-    Returns:
-        The written path.
+        reference: the input (a NIfTI file or image): its header (qform, sform, codes, units) is reused.
+        dtype: stored data type.
+        intent: NIfTI intent code name.
+        descrip: header description.
+        slope: ``scl_slope`` of the stored values (``None``: unscaled).
     """
-    data = np.asarray(mask, dtype=np.uint8)
-    if reference is not None and is_nifti(reference):
+    data = np.asarray(mask, dtype=dtype)
+    header = None
+    if isinstance(reference, nib.Nifti1Image):
+        header = reference.header.copy()
+    elif reference is not None and is_nifti(reference):
         header = nib.load(str(reference)).header.copy()
-        header.set_data_dtype(np.uint8)
-        header.set_slope_inter(None, None)
-        header.set_intent("label")
-        img = nib.Nifti1Image(data, None, header=header)  # affine from the copied qform / sform
+    if header is not None:
+        header.set_data_dtype(dtype)
+        header.set_intent(intent)
+        img = nib.Nifti1Image(data, header.get_best_affine(), header=header)  # keeps the q/sform codes
     else:
         img = nib.Nifti1Image(data, np.asarray(affine, dtype=np.float64))
         img.header.set_xyzt_units("mm", "sec")
         img.set_qform(np.asarray(affine, dtype=np.float64), code=1)
         img.set_sform(np.asarray(affine, dtype=np.float64), code=1)
-        img.header.set_intent("label")
-    img.header["descrip"] = b"sam-mix liver mask"
+        img.header.set_intent(intent)
+    img.header.set_slope_inter(slope, None if slope is None else 0.0)
+    img.header["descrip"] = descrip
+    return img
+
+
+#: Stored levels of a probability NIfTI: ``uint16`` with ``scl_slope = 1 / PROBABILITY_LEVELS``.
+PROBABILITY_LEVELS = 65535
+
+
+def probability_image(probabilities: np.ndarray, affine: np.ndarray,
+                      reference: PathLike | nib.Nifti1Image | None = None) -> nib.Nifti1Image:
+    """The liver probability as a NIfTI image on the input's grid.
+
+    NIfTI-1 has no ``float16`` data type (nibabel refuses it), so the values are stored in the same 2
+    bytes per voxel as ``uint16`` with ``scl_slope = 1/65535``: readers that apply the slope (nibabel,
+    SimpleITK, ITK-SNAP, 3D Slicer) get floats in [0, 1], resolved to 1.5e-5 (``float16``: 4.9e-4 near 1).
+    """
+    levels = np.rint(np.clip(np.asarray(probabilities, dtype=np.float32), 0, 1) * PROBABILITY_LEVELS)
+    return mask_image(levels, affine, reference, np.uint16, "estimate", b"sam-mix liver probability",
+                      slope=1.0 / PROBABILITY_LEVELS)
+
+
+def _save(img: nib.Nifti1Image, target: PathLike) -> Path:
     target = Path(target)
     with atomic_output(target) as tmp:
         nib.save(img, str(tmp))
     return target
+
+
+def write_mask(mask: np.ndarray, affine: np.ndarray, target: PathLike, reference: PathLike | None = None) -> Path:
+    """Save a ``uint8`` mask as NIfTI on the input's grid, atomically (see :func:`mask_image`).
+
+    Returns:
+        The written path.
+    """
+    return _save(mask_image(mask, affine, reference), target)
+
+
+def write_probabilities(probabilities: np.ndarray, affine: np.ndarray, target: PathLike,
+                        reference: PathLike | None = None) -> Path:
+    """Save the liver probability NIfTI (:func:`probability_image`) on the input's grid, atomically."""
+    return _save(probability_image(probabilities, affine, reference), target)
+
+
+def mask_path(output_dir: PathLike, case: Case) -> Path:
+    """Where the mask of ``case`` goes in ``output_dir``."""
+    return Path(output_dir) / f"{case.name}_liver.nii.gz"
+
+
+@dataclass
+class Prediction:
+    """A volume's prediction on its own grid.
+
+    Attributes:
+        mask: ``(X, Y, Z)`` ``uint8`` liver mask.
+        probabilities: ``(X, Y, Z)`` ``float16`` liver probability, or ``None`` when not asked for.
+        liver_prob: per canonical slice classifier probability, or ``None``.
+        chosen_iou: per canonical slice predicted IoU, or ``None``.
+        seconds_slices: time of the slice-wise network pass.
+        seconds_postprocess: time of the connected-component clean-up.
+    """
+
+    mask: np.ndarray
+    probabilities: np.ndarray | None = None
+    liver_prob: np.ndarray | None = None
+    chosen_iou: np.ndarray | None = None
+    seconds_slices: float = 0.0
+    seconds_postprocess: float = 0.0
+
+
+def predict_volume(volume: Any, predictor: SlicePredictor, inferer: VolumeSliceInferer, largest_component: bool = True,
+                   probabilities: bool = False) -> Prediction:
+    """Segment a ``(1, X, Y, Z)`` HU MetaTensor slice by slice, then keep the largest 3D component.
+
+    The probability map (``probabilities=True``) is left as the network gave it (no clean-up).
+    """
+    t0 = time.perf_counter()
+    inferer.probabilities = probabilities
+    pred = inferer(volume, predictor)
+    mask = pred.as_tensor()[0].numpy()
+    t1 = time.perf_counter()
+    if largest_component:
+        keep_largest_component(mask)
+    return Prediction(mask, pred.meta.get("probabilities"), pred.meta.get("liver_prob"), pred.meta.get("chosen_iou"),
+                      round(t1 - t0, 3), round(time.perf_counter() - t1, 3))
 
 
 def segment_case(
@@ -125,6 +223,8 @@ def segment_case(
     output_dir: PathLike,
     preview: bool = False,
     largest_component: bool = True,
+    save_probabilities: bool = False,
+    volume: Any | None = None,
 ) -> CaseResult:
     """Segment one case and write its outputs.
 
@@ -135,6 +235,8 @@ def segment_case(
         output_dir: output folder (must exist).
         preview: also write the preview PNG.
         largest_component: keep only the largest 3D connected component.
+        save_probabilities: also write the liver probability NIfTI.
+        volume: the case's image, already read (``None``: read ``case.path``).
 
     Returns:
         The result (success only; problems raise).
@@ -145,43 +247,43 @@ def segment_case(
     """
     t0 = time.perf_counter()
     with stage("read", case.path):
-        vol = read_volume(case.path)
+        vol = read_volume(case.path) if volume is None else volume
         check_ct_values(vol, case.path)
         affine = np.asarray(vol.affine, dtype=np.float64)
     t_read = time.perf_counter()
     with stage("inference", case.path):
-        pred = inferer(vol, predictor)
-        mask = pred.as_tensor()[0].numpy()
-    t_slices = time.perf_counter()
-    with stage("postprocess", case.path):
-        if largest_component:
-            keep_largest_component(mask)
-    t_infer = time.perf_counter()
+        pred = predict_volume(vol, predictor, inferer, largest_component, save_probabilities)
+        mask = pred.mask
     out = Path(output_dir)
     stem = f"{case.name}_liver"
     result = CaseResult(case)
-    mask_path, json_path, png_path = (out / f"{stem}{sfx}" for sfx in (".nii.gz", ".json", ".png"))
+    mask_file, json_path, png_path = mask_path(out, case), out / f"{stem}.json", out / f"{stem}.png"
     with stage("summary", case.path):
         geo = AxialGeometry(affine, mask.shape)
+        image = volume_array(vol)
         summary = case_summary(
             mask,
             geo,
-            pred.meta.get("liver_prob"),
-            pred.meta.get("chosen_iou"),
-            image=volume_array(vol),
+            pred.liver_prob,
+            pred.chosen_iou,
+            image=image,
+            statistics=mask_statistics(mask, image, affine),
             case=case.name,
             input=str(case.path),
-            mask_file=str(mask_path),
+            mask_file=str(mask_file),
             seconds_read=round(t_read - t0, 3),
-            seconds_slices=round(t_slices - t_read, 3),
-            seconds_postprocess=round(t_infer - t_slices, 3),
+            seconds_slices=pred.seconds_slices,
+            seconds_postprocess=pred.seconds_postprocess,
             seconds_total=round(time.perf_counter() - t0, 3),
         )
-    with stage("write", case.path), output_set():  # mask, preview and JSON appear together or not at all
-        result.outputs.append(write_mask(mask, affine, mask_path, case.path))
+    with stage("write", case.path), output_set():  # every file of the case appears together or not at all
+        result.outputs.append(write_mask(mask, affine, mask_file, case.path))
+        if pred.probabilities is not None:
+            result.outputs.append(write_probabilities(pred.probabilities, affine, out / f"{stem}_probabilities.nii.gz",
+                                                      case.path))
         if preview:
             result.outputs.append(
-                save_triplanar_preview(volume_array(vol), mask, geo, png_path, title=case.name, window=inferer.window_params)
+                save_triplanar_preview(image, mask, geo, png_path, title=case.name, window=inferer.window_params)
             )
         result.outputs.append(write_summary(summary, json_path))
     result.summary = summary
@@ -198,6 +300,8 @@ def segment_cases(
     rank: int = 0,
     world_size: int = 1,
     progress: bool = True,
+    save_probabilities: bool = False,
+    skip_existing: bool = False,
 ) -> RunReport:
     """Segment every case of ``inputs`` (this rank's share), continuing past bad cases.
 
@@ -210,6 +314,11 @@ def segment_cases(
         largest_component: keep only the largest 3D connected component.
         rank, world_size: this process's share of the cases (``cases[rank::world_size]``).
         progress: progress bars over cases and slices.
+        save_probabilities: also write each case's liver probability NIfTI.
+        skip_existing: leave a case whose mask file exists alone (its JSON feeds ``statistics.csv``).
+
+    With more than one case, ``statistics.csv`` (one row per segmented or skipped case with
+    statistics) is written to ``output_dir`` (``statistics_rank<r>.csv`` under ``torchrun``).
 
     Returns:
         The report; failed cases carry their one-line error.
@@ -226,8 +335,11 @@ def segment_cases(
     bar = tqdm(mine, desc="cases" if world_size == 1 else f"cases (rank {rank})", unit="case", disable=not progress)
     for case in bar:
         bar.set_postfix_str(case.name)
+        if skip_existing and mask_path(out, case).is_file():
+            results.append(_existing(case, out))
+            continue
         try:
-            res = segment_case(case, predictor, inferer, out, preview, largest_component)
+            res = segment_case(case, predictor, inferer, out, preview, largest_component, save_probabilities)
             logger.debug("%s: %.1f mL liver in %d slices (%s) -> %s", case.name, res.summary["liver_volume_ml"],
                         res.summary["slices_with_liver"], res.summary["quality"], res.outputs[0])
         except Exception as e:  # the case's boundary: report it, go on with the next case
@@ -236,4 +348,22 @@ def segment_cases(
             logger.debug("%s: skipped: %s", case.name, err, exc_info=True)
         results.append(res)
     bar.close()
+    if len(cases) > 1:
+        rows = [statistics_row(r.case.name, r.summary["statistics"], r.outputs[0] if r.outputs else None)
+                for r in results if r.summary and isinstance(r.summary.get("statistics"), dict)]
+        name = "statistics.csv" if world_size == 1 else f"statistics_rank{rank}.csv"
+        if rows:
+            write_statistics_csv(rows, out / name)
     return RunReport(results, time.perf_counter() - t0)
+
+
+def _existing(case: Case, out: Path) -> CaseResult:
+    """A case skipped because its mask exists; its summary is read back when its JSON is readable."""
+    import json
+
+    mask = mask_path(out, case)
+    summary = None
+    with contextlib.suppress(OSError, ValueError):
+        summary = json.loads(mask.with_name(f"{case.name}_liver.json").read_text())
+    logger.debug("%s: skipped, %s exists", case.name, mask)
+    return CaseResult(case, outputs=[mask], summary=summary if isinstance(summary, dict) else None, skipped=True)

@@ -12,6 +12,8 @@ Fields (``None`` where the network gives no scores, e.g. a U-Net or an exported 
   NaN values are ignored, and a mean over none is ``None``);
 * ``anatomy``: the fields of the anatomical checks of :mod:`.quality` (HU inside the mask, side,
   spine and lungs, craniocaudal extent against the scan's, border contact, ``cut_by_scan``);
+* ``statistics``: when given, the liver statistics of :mod:`.statistics` (volume, HU inside the
+  mask, ``touches_border`` per array axis);
 * ``quality``: ``"ok"`` or ``"check"``; ``quality_reasons`` lists why (no liver found, a mean
   classifier confidence under :data:`MIN_CONFIDENCE`, a mean predicted IoU under :data:`MIN_IOU`,
   and every failed check of :mod:`.quality`: volume, extent, border and, given the CT, HU and
@@ -54,6 +56,7 @@ def case_summary(
     liver_prob: np.ndarray | None = None,
     chosen_iou: np.ndarray | None = None,
     image: np.ndarray | None = None,
+    statistics: dict[str, Any] | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
     """Summarise one predicted mask.
@@ -64,6 +67,7 @@ def case_summary(
         liver_prob: per canonical slice classifier probability, or ``None``.
         chosen_iou: per canonical slice predicted IoU (NaN where SAM did not run), or ``None``.
         image: ``(X, Y, Z)`` HU of the input, same grid: enables the HU and position checks.
+        statistics: :func:`.statistics.mask_statistics` of the mask, stored under ``"statistics"``.
         extra: more fields to store first (case id, paths, timings).
 
     Returns:
@@ -101,6 +105,8 @@ def case_summary(
         anatomy.update(fields)
         reasons += why
     out["anatomy"] = anatomy
+    if statistics is not None:
+        out["statistics"] = statistics
     if out["mean_classifier_confidence"] is not None and out["mean_classifier_confidence"] < MIN_CONFIDENCE:
         reasons.append(f"low classifier confidence {out['mean_classifier_confidence']:.2f} < {MIN_CONFIDENCE}")
     if out["mean_predicted_iou"] is not None and out["mean_predicted_iou"] < MIN_IOU:

@@ -80,6 +80,8 @@ class VolumeSliceInferer(Inferer):
         device: device to run the network on (``None``: the network's).
         precision: ``fp32``, ``bf16`` or ``fp16`` (autocast; see :class:`.predictor.SlicePredictor`).
         progress: show a progress bar over slices.
+        probabilities: also return the liver probability (sigmoid of the logits, resized like the
+            mask) as a ``float16`` array on the input grid in ``meta["probabilities"]``.
     """
 
     def __init__(
@@ -92,6 +94,7 @@ class VolumeSliceInferer(Inferer):
         device: torch.device | str | None = None,
         precision: str = "fp32",
         progress: bool = False,
+        probabilities: bool = False,
     ) -> None:
         super().__init__()
         if int(batch_size) < 1:
@@ -105,6 +108,7 @@ class VolumeSliceInferer(Inferer):
         self.device = device
         self.precision = precision
         self.progress = progress
+        self.probabilities = probabilities
 
     def predictor(self, network: nn.Module | SlicePredictor) -> SlicePredictor:
         """Wrap ``network`` (a no-op for a :class:`SlicePredictor`)."""
@@ -132,6 +136,13 @@ class VolumeSliceInferer(Inferer):
             out[live.numpy()] = (up[:, 0] > self.threshold).numpy()
         return out
 
+    def probability(self, logits: torch.Tensor, slice_shape: tuple[int, int]) -> np.ndarray:
+        """Network logits ``(k, 1, S, S)`` -> ``float16`` display probabilities ``(k, H, W)`` at the slice size."""
+        up = logits.float()
+        if tuple(up.shape[-2:]) != tuple(slice_shape):
+            up = F.interpolate(up, size=slice_shape, mode="bilinear", align_corners=False)
+        return torch.sigmoid(up[:, 0]).numpy().astype(np.float16)
+
     def __call__(
         self,
         inputs: torch.Tensor,
@@ -150,6 +161,7 @@ class VolumeSliceInferer(Inferer):
         mask = np.zeros(arr.shape, dtype=np.uint8, order="F")  # NIfTI's order: written without a copy
         prob = np.full(geo.depth, np.nan, dtype=np.float32) if predictor.has_scores else None
         iou = np.full(geo.depth, np.nan, dtype=np.float32) if predictor.has_scores else None
+        probs = np.zeros(arr.shape, dtype=np.float16, order="F") if self.probabilities else None
         bar = tqdm(total=geo.depth, desc="slices", unit="slice", leave=False, disable=not self.progress)
         try:
             for z0 in range(0, geo.depth, self.batch_size):
@@ -157,6 +169,8 @@ class VolumeSliceInferer(Inferer):
                 x = self.preprocess(geo.read_slab(arr, z0, z1), size)
                 out = predictor(x)
                 geo.write_slab(mask, self.postprocess(out.logits, geo.slice_shape), z0, z1)
+                if probs is not None:
+                    geo.write_slab(probs, self.probability(out.logits, geo.slice_shape), z0, z1)
                 if prob is not None and out.liver_prob is not None:
                     prob[z0:z1] = out.liver_prob.numpy()
                     iou[z0:z1] = out.chosen_iou.numpy()
@@ -164,5 +178,5 @@ class VolumeSliceInferer(Inferer):
         finally:
             bar.close()
         meta = {k: v for k, v in inputs.meta.items() if k != "affine"} if isinstance(inputs, MetaTensor) else {}
-        meta.update(liver_prob=prob, chosen_iou=iou, slice_axis=geo.axis, slice_flipped=geo.flipped)
+        meta.update(liver_prob=prob, chosen_iou=iou, slice_axis=geo.axis, slice_flipped=geo.flipped, probabilities=probs)
         return MetaTensor(torch.from_numpy(mask)[None], affine=torch.as_tensor(affine), meta=meta)

@@ -133,7 +133,10 @@ def test_folder_with_bad_cases_runs_the_others(tmp_path: Path, capsys) -> None:
     _bad_input("mr", tmp_path)
     out = tmp_path / "out"
     assert _infer(str(tmp_path / "in"), "--output", str(out)) == 2
-    assert _files(out) == ["case0_liver.json", "case0_liver.nii.gz", "case1_liver.json", "case1_liver.nii.gz"]
+    assert _files(out) == ["case0_liver.json", "case0_liver.nii.gz", "case1_liver.json", "case1_liver.nii.gz",
+                           "statistics.csv"]
+    rows = (out / "statistics.csv").read_text().splitlines()
+    assert rows[0].startswith("case,volume_ml,hu_mean") and [r.split(",")[0] for r in rows[1:]] == ["case0", "case1"]
     cap = capsys.readouterr()
     assert "segmented 2 of 4 case(s)" in cap.out
     errors = cap.err.strip().splitlines()
@@ -147,7 +150,7 @@ def test_ranks_split_the_cases(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.setenv("WORLD_SIZE", "2")
     out = tmp_path / "out"
     assert _infer(str(tmp_path / "in"), "--output", str(out), "--device", "cpu") == 0
-    assert _files(out) == ["case1_liver.json", "case1_liver.nii.gz"]
+    assert _files(out) == ["case1_liver.json", "case1_liver.nii.gz", "statistics_rank1.csv"]
     assert "(rank 1 of 2)" in capsys.readouterr().out
 
 
@@ -168,5 +171,59 @@ def test_torchrun_two_processes(tmp_path: Path) -> None:
                           "--device", "cpu", "--no-progress"], capture_output=True, text=True, timeout=600,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert res.returncode == 0, res.stderr[-2000:]
-    assert _files(out) == ["case0_liver.json", "case0_liver.nii.gz", "case1_liver.json", "case1_liver.nii.gz"]
+    assert _files(out) == ["case0_liver.json", "case0_liver.nii.gz", "case1_liver.json", "case1_liver.nii.gz",
+                           "statistics_rank0.csv", "statistics_rank1.csv"]
     assert "(rank 0 of 2)" in res.stdout and "(rank 1 of 2)" in res.stdout
+
+
+def test_flags_input_output_device_quiet_after_subcommand(tmp_path: Path, capsys) -> None:
+    a, b = _good_cases(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    rc = main(["infer", "-i", str(a), "-i", str(b), "-o", str(out), "-d", "cpu", "-q",
+               "--checkpoint", str(tiny_checkpoint()), "--no-progress"])
+    assert rc == 0 and {"case0_liver.nii.gz", "case1_liver.nii.gz", "statistics.csv"} <= set(_files(out))
+    assert "segmented 2 of 2" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("device, match", [("cuda:7", "cuda:7"), ("tpu", "expected auto, cpu, cuda, cuda:N or mps"),
+                                           ("cuda:x", "expected auto")])
+def test_bad_device_one_line(tmp_path: Path, device: str, match: str, capsys) -> None:
+    (src,) = _good_cases(tmp_path / "in", 1)
+    if device == "cuda:7" and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has 8 GPUs")
+    assert _infer(str(src), "-o", str(tmp_path / "out"), "-d", device) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and match in err
+    assert _files(tmp_path / "out") == []
+
+
+def test_skip_existing_probabilities_and_fast(tmp_path: Path, capsys) -> None:
+    a, b = _good_cases(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    assert _infer(str(a), "-o", str(out), "--save-probabilities", "--fast") == 0
+    prob = nib.load(str(out / "case0_liver_probabilities.nii.gz"))
+    mask = nib.load(str(out / "case0_liver.nii.gz"))
+    assert prob.get_data_dtype() == np.uint16 and np.array_equal(prob.affine, mask.affine)
+    p, m = prob.get_fdata(), np.asarray(mask.dataobj)  # scl_slope applied
+    assert 0 <= p.min() and p.max() <= 1 and p[m == 1].mean() > 0.5 > p[m == 0].mean()
+    before = (out / "case0_liver.nii.gz").stat().st_mtime_ns
+    capsys.readouterr()
+    assert _infer(str(tmp_path / "in"), "-o", str(out), "--skip-existing") == 0
+    assert (out / "case0_liver.nii.gz").stat().st_mtime_ns == before  # not segmented again
+    cap = capsys.readouterr().out
+    assert "case0: skipped" in cap and "case1: liver" in cap
+    rows = (out / "statistics.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["case0", "case1"]  # the skipped case's row from its JSON
+
+
+def test_no_input(tmp_path: Path, capsys) -> None:
+    assert _infer("-o", str(tmp_path / "out")) == 2
+    assert "no input" in capsys.readouterr().err
+
+
+def test_help_constants_match_the_package() -> None:
+    from sam_mix_monai.cli import infer
+    from sam_mix_monai.inference.segmenter import FAST_BATCH_SIZE
+    from sam_mix_monai.transforms import DEFAULT_WINDOW
+
+    assert infer.FAST_BATCH_SIZE == FAST_BATCH_SIZE and tuple(infer.DEFAULT_WINDOW) == tuple(DEFAULT_WINDOW)

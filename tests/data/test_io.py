@@ -99,3 +99,52 @@ def test_canonical_geometry_matches_nibabel():
     canon = nib.as_closest_canonical(img)
     a, s = canonical_geometry(aff, (5, 6, 7))
     assert np.allclose(a, canon.affine) and s == canon.shape
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".mha", ".nii"])
+def test_simpleitk_formats_match_the_nifti_reading(tmp_path, suffix):
+    import SimpleITK as sitk
+
+    rng = np.random.default_rng(0)
+    arr = rng.integers(-1000, 300, (12, 10, 6)).astype(np.int16)
+    aff = np.array([[-0.8, 0, 0, 12.0], [0, -0.7, 0, -30.0], [0, 0, 2.5, 40.0], [0, 0, 0, 1]])  # LPS header
+    ref = read_volume(save_nifti(tmp_path / "ref.nii.gz", arr, aff))
+    other = tmp_path / f"copy{suffix}"
+    sitk.WriteImage(sitk.ReadImage(str(tmp_path / "ref.nii.gz")), str(other))
+    vol = read_volume(other)
+    assert tuple(vol.shape) == (1, 12, 10, 6)
+    np.testing.assert_array_equal(vol.numpy(), ref.numpy())
+    np.testing.assert_allclose(np.asarray(vol.affine), np.asarray(ref.affine), atol=1e-5)
+
+
+def test_zipped_dicom_series_equals_the_folder(tmp_path, real_ct):
+    import zipfile
+
+    folder = real_ct / "dicom"
+    archive = tmp_path / "series.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for f in sorted(folder.iterdir()):
+            zf.write(f, f"nested/{f.name}")
+    a, b = read_volume(folder), read_volume(archive)
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+    np.testing.assert_allclose(np.asarray(a.affine), np.asarray(b.affine))
+    assert b.meta["filename_or_obj"] == str(archive)
+
+
+def test_bad_zip_and_zip_without_dicom(tmp_path):
+    import zipfile
+
+    bad = tmp_path / "bad.zip"
+    bad.write_bytes(b"PK\x03\x04 not really")
+    with pytest.raises(InputError, match="cannot read zip file") as e:
+        read_volume(bad)
+    assert str(bad) in str(e.value)
+    empty = tmp_path / "notes.zip"
+    with zipfile.ZipFile(empty, "w") as zf:
+        zf.writestr("readme.txt", "no images here")
+    with pytest.raises(InputError, match="no DICOM series found in the zip"):
+        read_volume(empty)
+    broken = tmp_path / "broken.nrrd"
+    broken.write_bytes(b"NRRD0004\ntype: garbage\n")
+    with pytest.raises(InputError, match="cannot read image"):
+        read_volume(broken)

@@ -47,3 +47,12 @@ def test_bad_inputs(tmp_path: Path, what: str) -> None:
         p.mkdir()
     with pytest.raises(InputError):
         find_cases([p])
+
+
+def test_other_formats_and_our_outputs_in_a_folder(tmp_path: Path) -> None:
+    for name in ("a.nrrd", "b.mha", "c.zip", "a_liver.nii.gz", "a_liver_probabilities.nii.gz", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    cases = find_cases([tmp_path])
+    assert [(c.name, c.path.name) for c in cases] == [("a", "a.nrrd"), ("b", "b.mha"), ("c", "c.zip")]
+    with pytest.raises(InputError, match="unsupported file type"):
+        find_cases([tmp_path / "notes.txt"])

@@ -1,0 +1,250 @@
+"""The Python API: :class:`Segmenter` loads a model once and segments many scans; :func:`segment` is one call.
+
+``sam-mix infer`` is a thin layer over :class:`Segmenter` (argument parsing and printing only).
+
+Example:
+    >>> import sam_mix_monai
+    >>> mask = sam_mix_monai.segment("scan.nii.gz", "masks/", checkpoint="best.pt")  # doctest: +SKIP
+    >>> seg = sam_mix_monai.Segmenter("best.pt", device="cuda:0")                    # doctest: +SKIP
+    >>> masks = [seg.segment(p) for p in ("a.nii.gz", "b.nii.gz")]                   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence, Union
+
+import nibabel as nib
+import numpy as np
+import torch
+
+from sam_mix_monai.data.io import check_ct_values, is_nifti, read_volume, volume_from_nifti
+from sam_mix_monai.inference.cases import Case, case_name
+from sam_mix_monai.inference.distributed import dist_info, resolve_device
+from sam_mix_monai.inference.predictor import PRECISIONS, SlicePredictor
+from sam_mix_monai.inference.runner import (
+    CaseResult, Prediction, RunReport, mask_image, predict_volume, segment_case, segment_cases,
+)
+from sam_mix_monai.inference.statistics import mask_statistics
+from sam_mix_monai.inference.volume import VolumeSliceInferer, volume_array
+from sam_mix_monai.transforms import DEFAULT_WINDOW
+from sam_mix_monai.utils.atomic import atomic_output, check_writable_dir
+from sam_mix_monai.utils.errors import InputError, PathLike
+
+__all__ = ["FAST_BATCH_SIZE", "Segmentation", "Segmenter", "segment"]
+
+logger = logging.getLogger(__name__)
+
+#: Slices per forward pass under ``fast=True`` (unless a batch size is given).
+FAST_BATCH_SIZE = 32
+_DEFAULT_BATCH = 8
+
+ImageInput = Union[PathLike, nib.Nifti1Image]
+
+
+@dataclass
+class Segmentation:
+    """One segmented scan, in memory.
+
+    Attributes:
+        name: the case name.
+        mask: the liver mask as a NIfTI image on the input's grid (``uint8``).
+        probabilities: the ``float32`` liver probability image, or ``None`` when not asked for (on disk it is
+            stored as :func:`.runner.probability_image`).
+        statistics: :func:`~sam_mix_monai.inference.statistics.mask_statistics` of the mask.
+        prediction: the raw :class:`~sam_mix_monai.inference.runner.Prediction`.
+    """
+
+    name: str
+    mask: nib.Nifti1Image
+    probabilities: nib.Nifti1Image | None
+    statistics: dict[str, Any]
+    prediction: Prediction
+
+
+class Segmenter:
+    """A loaded model that segments the liver in many CT scans.
+
+    Args:
+        checkpoint: training checkpoint (``sam-mix train``'s ``best.pt``).
+        bundle: MONAI bundle folder (``configs/inference.yaml`` + ``models/model.pt``), instead of a checkpoint.
+        device: ``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        batch_size: slices per forward pass (default 8; :data:`FAST_BATCH_SIZE` with ``fast``).
+        window: HU window ``(centre, width)`` (default: the training store's, else 40, 400).
+        precision: autocast precision ``fp32``, ``bf16`` or ``fp16`` (CUDA only).
+        fast: the fastest configuration the checkpoint supports: autocast in ``fp16`` on CUDA or ``bf16``
+            on the CPU (``fp32`` on MPS), :data:`FAST_BATCH_SIZE` slices per pass, and SAM run only on
+            slices the classifier passes (always on). It changes no weight and no slice size.
+        largest_component: keep only the largest 3D connected component.
+        progress: progress bars over slices and cases.
+
+    Raises:
+        InputError: no or two model sources, an unreadable checkpoint, an unknown or absent device,
+            or an unsupported precision.
+    """
+
+    def __init__(
+        self,
+        checkpoint: PathLike | None = None,
+        bundle: PathLike | None = None,
+        device: str | torch.device = "auto",
+        batch_size: int | None = None,
+        window: Sequence[float] | None = None,
+        precision: str = "fp32",
+        fast: bool = False,
+        largest_component: bool = True,
+        progress: bool = False,
+    ) -> None:
+        from sam_mix_monai.inference.loading import INFERABLE_MODELS, load_bundle, load_checkpoint, training_preprocessing
+
+        if checkpoint is not None and bundle is not None:
+            raise InputError(None, "give a checkpoint or a bundle, not both")
+        if checkpoint is None and bundle is None:
+            raise InputError(None, "no model: give a checkpoint (sam-mix train's best.pt) or a bundle folder")
+        if batch_size is not None and int(batch_size) < 1:
+            raise InputError(None, f"--batch-size must be at least 1 (got {batch_size})")
+        if window is not None and float(window[1]) <= 0:
+            raise InputError(None, f"--window: width must be positive (got {float(window[1]):g})")
+        if precision not in PRECISIONS:
+            raise InputError(None, f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+        self.device = device if isinstance(device, torch.device) else resolve_device(device, dist_info()[2])
+        if fast and precision == "fp32":
+            precision = {"cuda": "fp16", "cpu": "bf16"}.get(self.device.type, "fp32")
+        if precision == "fp16" and self.device.type != "cuda":
+            raise InputError(None, "--precision fp16 needs CUDA (use bf16 on CPU)")
+        settings: dict[str, Any]
+        if checkpoint is not None:
+            network, cfg, record = load_checkpoint(checkpoint, self.device, models=INFERABLE_MODELS)
+            settings = training_preprocessing(record)  # slice size / window of training
+            settings.setdefault("image_size", cfg.image_size)
+        else:
+            network, settings = load_bundle(bundle, self.device)
+        self.fast = bool(fast)
+        self.precision = precision
+        self.largest_component = bool(largest_component)
+        self.predictor = SlicePredictor(network, device=self.device, precision=precision)
+        batch = batch_size or settings.get("batch_size") or (FAST_BATCH_SIZE if fast else _DEFAULT_BATCH)
+        if fast and batch_size is None:
+            batch = max(int(batch), FAST_BATCH_SIZE)
+        self.inferer = VolumeSliceInferer(
+            image_size=settings.get("image_size") or self.predictor.image_size, batch_size=int(batch),
+            window=window or settings.get("window") or DEFAULT_WINDOW, device=self.device, progress=progress,
+        )
+        self.progress = bool(progress)
+
+    def _volume(self, image: ImageInput) -> tuple[Any, str, Path | None]:
+        if isinstance(image, nib.Nifti1Image):
+            name = Path(image.get_filename()).name if image.get_filename() else "image"
+            vol = volume_from_nifti(image, name)
+            return vol, case_name(name), None
+        path = Path(image)
+        return read_volume(path), case_name(path), path
+
+    def predict(self, image: ImageInput, probabilities: bool = False) -> Segmentation:
+        """Segment one scan in memory.
+
+        Args:
+            image: a volume path (NIfTI, NRRD, MHA, DICOM series folder, zipped DICOM) or a ``Nifti1Image``.
+            probabilities: also return the liver probability image.
+
+        Returns:
+            The :class:`Segmentation`.
+
+        Raises:
+            InputError: unreadable input, not a 3D volume, or not CT.
+        """
+        vol, name, path = self._volume(image)
+        check_ct_values(vol, path or name)
+        affine = np.asarray(vol.affine, dtype=np.float64)
+        pred = predict_volume(vol, self.predictor, self.inferer, self.largest_component, probabilities)
+        ref = image if isinstance(image, nib.Nifti1Image) else path if path is not None and is_nifti(path) else None
+        prob = None
+        if pred.probabilities is not None:
+            prob = mask_image(pred.probabilities, affine, ref, np.float32, "estimate", b"sam-mix liver probability")
+        return Segmentation(name, mask_image(pred.mask, affine, ref), prob,
+                            mask_statistics(pred.mask, volume_array(vol), affine), pred)
+
+    def segment(
+        self,
+        image: ImageInput,
+        output: PathLike | None = None,
+        preview: bool = False,
+        save_probabilities: bool = False,
+    ) -> nib.Nifti1Image:
+        """Segment one scan; optionally write the outputs.
+
+        Args:
+            image: a volume path (NIfTI, NRRD, MHA, DICOM series folder, zipped DICOM) or a ``Nifti1Image``.
+            output: ``None`` (write nothing); a ``.nii`` / ``.nii.gz`` file (the mask alone); or a folder,
+                which receives what ``sam-mix infer`` writes (``<case>_liver.nii.gz``, its JSON summary,
+                and the preview / probabilities when asked for).
+            preview: with a folder output, also write the three-plane PNG.
+            save_probabilities: with a folder output, also write the probability NIfTI.
+
+        Returns:
+            The mask as a ``Nifti1Image`` (``uint8``) with the input's shape and affine.
+        """
+        if output is None or is_nifti(output):
+            seg = self.predict(image)
+            if output is not None:
+                target = Path(output)
+                check_writable_dir(target.parent)
+                with atomic_output(target) as tmp:
+                    nib.save(seg.mask, str(tmp))
+            return seg.mask
+        out = check_writable_dir(output)
+        vol, name, path = self._volume(image)
+        case = Case(name, path if path is not None else Path(name))
+        res = segment_case(case, self.predictor, self.inferer, out, preview, self.largest_component,
+                           save_probabilities, volume=vol)
+        mask = np.asarray(nib.load(str(res.outputs[0])).dataobj)
+        ref = image if isinstance(image, nib.Nifti1Image) else path if path is not None and is_nifti(path) else None
+        return mask_image(mask, np.asarray(vol.affine, dtype=np.float64), ref)
+
+    def run(
+        self,
+        inputs: Sequence[PathLike] | Sequence[Case],
+        output_dir: PathLike,
+        preview: bool = False,
+        save_probabilities: bool = False,
+        skip_existing: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> RunReport:
+        """Segment every case of ``inputs`` into ``output_dir`` (see :func:`.runner.segment_cases`)."""
+        return segment_cases(inputs, self.predictor, self.inferer, output_dir, preview=preview,
+                             largest_component=self.largest_component, rank=rank, world_size=world_size,
+                             progress=self.progress, save_probabilities=save_probabilities, skip_existing=skip_existing)
+
+    def run_one(self, case: Case, output_dir: PathLike, preview: bool = False,
+                save_probabilities: bool = False) -> CaseResult:
+        """Segment one case into ``output_dir``; its problem raises (the CLI's one-case path)."""
+        return segment_case(case, self.predictor, self.inferer, check_writable_dir(output_dir), preview,
+                            self.largest_component, save_probabilities)
+
+
+def segment(
+    input: ImageInput,
+    output: PathLike | None = None,
+    checkpoint: PathLike | None = None,
+    device: str = "auto",
+    **options: Any,
+) -> nib.Nifti1Image:
+    """Segment the liver in one CT scan: the one-call form of :class:`Segmenter`.
+
+    Args:
+        input: a volume path (NIfTI, NRRD, MHA, DICOM series folder, zipped DICOM) or a ``Nifti1Image``.
+        output: ``None``, a ``.nii.gz`` file for the mask, or a folder for all outputs (see :meth:`Segmenter.segment`).
+        checkpoint: training checkpoint (or pass ``bundle=`` in ``options``).
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        options: the other :class:`Segmenter` arguments (``bundle``, ``batch_size``, ``window``, ``precision``,
+            ``fast``, ``largest_component``, ``progress``) and those of :meth:`Segmenter.segment`
+            (``preview``, ``save_probabilities``).
+
+    Returns:
+        The ``uint8`` mask as a ``Nifti1Image`` on the input's grid.
+    """
+    per_call = {k: options.pop(k) for k in ("preview", "save_probabilities") if k in options}
+    return Segmenter(checkpoint, device=device, **options).segment(input, output, **per_call)
