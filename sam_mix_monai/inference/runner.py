@@ -200,18 +200,21 @@ class Prediction:
 
 
 def predict_volume(volume: Any, predictor: SlicePredictor, inferer: VolumeSliceInferer, largest_component: bool = True,
-                   probabilities: bool = False) -> Prediction:
+                   probabilities: bool = False, source: PathLike | None = None) -> Prediction:
     """Segment a ``(1, X, Y, Z)`` HU MetaTensor slice by slice, then keep the largest 3D component.
 
     The probability map (``probabilities=True``) is left as the network gave it (no clean-up).
+    Failures name ``source`` and the stage (``inference``, ``postprocess``).
     """
     t0 = time.perf_counter()
-    inferer.probabilities = probabilities
-    pred = inferer(volume, predictor)
-    mask = pred.as_tensor()[0].numpy()
+    with stage("inference", source):
+        inferer.probabilities = probabilities
+        pred = inferer(volume, predictor)
+        mask = pred.as_tensor()[0].numpy()
     t1 = time.perf_counter()
-    if largest_component:
-        keep_largest_component(mask)
+    with stage("postprocess", source):
+        if largest_component:
+            keep_largest_component(mask)
     return Prediction(mask, pred.meta.get("probabilities"), pred.meta.get("liver_prob"), pred.meta.get("chosen_iou"),
                       round(t1 - t0, 3), round(time.perf_counter() - t1, 3))
 
@@ -251,9 +254,8 @@ def segment_case(
         check_ct_values(vol, case.path)
         affine = np.asarray(vol.affine, dtype=np.float64)
     t_read = time.perf_counter()
-    with stage("inference", case.path):
-        pred = predict_volume(vol, predictor, inferer, largest_component, save_probabilities)
-        mask = pred.mask
+    pred = predict_volume(vol, predictor, inferer, largest_component, save_probabilities, case.path)
+    mask = pred.mask
     out = Path(output_dir)
     stem = f"{case.name}_liver"
     result = CaseResult(case)

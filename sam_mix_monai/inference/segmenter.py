@@ -158,7 +158,7 @@ class Segmenter:
         vol, name, path = self._volume(image)
         check_ct_values(vol, path or name)
         affine = np.asarray(vol.affine, dtype=np.float64)
-        pred = predict_volume(vol, self.predictor, self.inferer, self.largest_component, probabilities)
+        pred = predict_volume(vol, self.predictor, self.inferer, self.largest_component, probabilities, path or name)
         ref = image if isinstance(image, nib.Nifti1Image) else path if path is not None and is_nifti(path) else None
         prob = None
         if pred.probabilities is not None:

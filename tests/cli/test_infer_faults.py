@@ -143,7 +143,9 @@ def test_batch_survives_bad_cases_and_lists_them(tmp_path, capfd, monkeypatch):
     monkeypatch.setattr(runner.VolumeSliceInferer, "__call__", flaky)
     out = tmp_path / "out"
     assert _infer(str(src), "--output", str(out)) == 2
-    assert leftovers(out) == ["a_good_liver.json", "a_good_liver.nii.gz", "c_good_liver.json", "c_good_liver.nii.gz"]
+    assert leftovers(out) == ["a_good_liver.json", "a_good_liver.nii.gz", "c_good_liver.json", "c_good_liver.nii.gz",
+                              "statistics.csv"]
+    assert [r.split(",")[0] for r in (out / "statistics.csv").read_text().splitlines()[1:]] == ["a_good", "c_good"]
     cap = capfd.readouterr()
     assert "segmented 2 of 4 case(s)" in cap.out
     err = cap.err.strip().splitlines()
