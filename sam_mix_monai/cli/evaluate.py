@@ -25,11 +25,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="slices per batch (default %(default)s)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="device (default %(default)s)")
     p.add_argument("--output", help="also write the results to this JSON file")
+    p.add_argument("--set", action="append", default=[], metavar="model.KEY=VALUE",
+                   help="change a prompt switch of the checkpoint's model (repeatable): cam_component, "
+                        "cam_threshold, cls_threshold, box_refine, box_margin, fallback_box_fraction")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate and print a table (and the per-case volume metrics)."""
+    from sam_mix_monai.engines.config import apply_overrides
     from sam_mix_monai.engines.evaluate import evaluate_checkpoint, format_results
     from sam_mix_monai.engines.handlers.history import json_safe
 
@@ -39,7 +43,11 @@ def run(args: argparse.Namespace) -> int:
     if split not in (None, "train", "val", "test"):
         raise InputError("--split", f"unknown split {args.split!r} (train, val, test or all)")
     protocols = args.protocol or ["slice2d"]
-    res = evaluate_checkpoint(args.checkpoint, args.data, protocols, split, args.device, args.batch_size)
+    sets = apply_overrides({}, args.set)
+    if set(sets) - {"model"}:
+        raise InputError("--set", "only model.* prompt switches can be changed at evaluation")
+    res = evaluate_checkpoint(args.checkpoint, args.data, protocols, split, args.device, args.batch_size,
+                              sets.get("model", {}))
     print(format_results({f"{args.split}": res}))
     for row in res["volume3d_cases"]:
         print(f"  {row['case_id']:<16} slices {row['slices']:>4}  Dice {row['dice']:.4f}  HD95 {row['hd95_mm']:.2f} mm")

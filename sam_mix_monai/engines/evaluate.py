@@ -74,6 +74,7 @@ def evaluate_checkpoint(
     split: str | None = "test",
     device: str = "auto",
     batch_size: int = 16,
+    prompt_overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate a training checkpoint on a slice store (one process).
 
@@ -84,12 +85,13 @@ def evaluate_checkpoint(
         split: split (``None``: every slice).
         device: ``auto``, ``cpu`` or ``cuda``.
         batch_size: slices per batch.
+        prompt_overrides: prompt switches to change (:data:`~sam_mix_monai.networks.registry.PROMPT_KEYS`).
 
     Returns:
         The result of :func:`evaluate_dataset`, plus ``checkpoint`` and ``model``.
     """
     dev = resolve_device(device)
-    net, cfg, _ = load_checkpoint(checkpoint, dev)
+    net, cfg, _ = load_checkpoint(checkpoint, dev, prompt_overrides=prompt_overrides)
     res = evaluate_dataset(net, data, split, protocols, dev, batch_size)
     res.update(checkpoint=str(checkpoint), model=cfg.model_dump(mode="json"))
     return res
@@ -100,9 +102,9 @@ def _fmt(v: Any, digits: int = 3) -> str:
 
 
 def format_results(results: dict[str, dict[str, Any]]) -> str:
-    """A text table: one row per evaluated data set."""
+    """A text table: one row per evaluated data set (``boxIoU`` / ``ctr``: box-prompt IoU and centroid share)."""
     head = (f"{'data set':<22} {'slices':>6} {'liver':>6} {'cases':>5}  {'2D Dice':>7} {'2D HD px':>8} {'HD pred':>7} "
-            f"{'missed':>6}  {'3D Dice':>7} {'HD95 mm':>7}  {'acc':>5} {'F1':>5} {'AUC':>5}")
+            f"{'missed':>6}  {'3D Dice':>7} {'HD95 mm':>7}  {'acc':>5} {'F1':>5} {'AUC':>5}  {'boxIoU':>6} {'ctr':>5}")
     lines = [head, "-" * len(head)]
     for name, r in results.items():
         m = r["metrics"]
@@ -110,6 +112,7 @@ def format_results(results: dict[str, dict[str, Any]]) -> str:
             f"{name:<22} {r['slices']:>6} {r['liver_slices']:>6} {r['cases']:>5}  {_fmt(m.get('slice2d_dice')):>7} "
             f"{_fmt(m.get('slice2d_hd'), 2):>8} {_fmt(m.get('slice2d_hd_predicted'), 2):>7} "
             f"{_fmt(m.get('slice2d_missed'), 0):>6}  {_fmt(m.get('volume3d_dice')):>7} {_fmt(m.get('volume3d_hd95'), 2):>7}  "
-            f"{_fmt(m.get('cls_accuracy')):>5} {_fmt(m.get('cls_f1')):>5} {_fmt(m.get('cls_auc')):>5}"
+            f"{_fmt(m.get('cls_accuracy')):>5} {_fmt(m.get('cls_f1')):>5} {_fmt(m.get('cls_auc')):>5}  "
+            f"{_fmt(m.get('box_iou')):>6} {_fmt(m.get('box_centroid')):>5}"
         )
     return "\n".join(lines)

@@ -5,6 +5,8 @@ classifier calls liver-free emptied (class logits, ``cls_threshold``; the classi
 the same threshold). Nothing reads the reference mask to form a prediction: SAM-PP is prompted with
 the image centre on every slice (``point_prompt="centre"``). ``point_prompt="oracle"`` (the
 interior-most reference pixel) exists only for an explicitly named upper-bound row.
+Networks that prompt SAM with a box (SAM-Mix) also get the box metrics of
+:mod:`~sam_mix_monai.engines.box_quality` (``box_iou``, ``box_iou50``, ``box_centroid``).
 
 Example:
     >>> ev = build_evaluator(net, loader, "cpu", protocols=("slice2d", "volume3d"))  # doctest: +SKIP
@@ -21,7 +23,10 @@ from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys as Keys
 from torch.utils.data import DataLoader
 
-from sam_mix_monai.engines.batch import POINT_RULES, predict_masks, prepare_slices, run_network, unwrap
+from sam_mix_monai.engines.batch import (
+    POINT_RULES, network_size, predict_masks, prepare_slices, run_network, unwrap,
+)
+from sam_mix_monai.engines.box_quality import BoxQuality, scale_boxes
 from sam_mix_monai.engines.protocols import PROTOCOLS, VolumeMetrics, classification_metrics, slice2d_metrics
 from sam_mix_monai.networks.classifier import liver_probability
 from sam_mix_monai.utils.precision import autocast, normalize_precision
@@ -33,7 +38,8 @@ class SAMMixEvaluator(SupervisedEvaluator):
     """Evaluator whose output carries what the protocols need.
 
     ``engine.state.output``: ``image``, ``label`` (ground-truth mask), ``pred`` (binary mask),
-    ``liver_prob`` (``None`` without classifier), ``class_label``, ``case_id``, ``slice_index``, ``spacing``.
+    ``liver_prob`` (``None`` without classifier), ``boxes`` (the box prompt on the label grid,
+    inclusive pixels; ``None`` for networks without one), ``class_label``, ``case_id``, ``slice_index``, ``spacing``.
 
     Args:
         device: evaluation device.
@@ -78,11 +84,15 @@ class SAMMixEvaluator(SupervisedEvaluator):
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         pred = predict_masks(out, self.cls_threshold)
         liver_prob = liver_probability(out["class_logits"]) if "class_logits" in out else None
+        boxes = None
+        if "boxes" in out:  # network-input pixels -> label grid
+            boxes = scale_boxes(out["boxes"], mask.shape[-1] / float(network_size(engine.network) or mask.shape[-1]))
         engine.state.output = {
             Keys.IMAGE: image,
             Keys.LABEL: mask,
             Keys.PRED: pred,
             "liver_prob": liver_prob,
+            "boxes": boxes,
             "class_label": target["label"],
             "case_id": list(batchdata["case_id"]),
             "slice_index": batchdata["slice_index"],
@@ -113,7 +123,7 @@ def build_evaluator(
         loader: evaluation batches (whole cases per rank for ``volume3d``).
         device: device.
         protocols: ``slice2d`` and/or ``volume3d``.
-        classification: add accuracy / F1 / AUC (default: when the network has a classifier).
+        classification: add accuracy / F1 / AUC and the box metrics (default: when the network has a classifier).
         val_handlers: further handlers (e.g. a best-checkpoint saver).
         precision: autocast mode.
         cls_threshold: liver-free gate threshold (``None``: the network's, else 0.5); the
@@ -135,6 +145,7 @@ def build_evaluator(
         metrics.update(slice2d_metrics())
     if classification:
         metrics.update(classification_metrics(cls_threshold))
+        metrics["box"] = BoxQuality()
     handlers = list(val_handlers or [])
     if "volume3d" in protocols:
         handlers.insert(0, VolumeMetrics())

@@ -27,7 +27,11 @@ SECTIONS = (
      "Slices stacked back per case: 3D Dice and 95th-percentile Hausdorff distance in mm, averaged over cases."),
     ("classifier", "Liver-present classifier",
      "Slice-level accuracy, F1 and AUC of the classifier branch (models with one)."),
+    ("box", "Box prompt quality",
+     "On liver-positive slices: mean IoU of the automatic box prompt with the reference liver box, the share "
+     "with IoU >= 0.5, and the share of boxes containing the liver centroid (models with a CAM box)."),
 )
+_PREFIX = {"classifier": "cls_", "box": "box_"}
 
 
 def _rows(outcomes: Sequence["CellOutcome"]) -> dict[str, list[dict[str, float]]]:
@@ -117,8 +121,9 @@ def render_report(study: StudyConfig, outcomes: Sequence["CellOutcome"], configs
     rows = _rows(outcomes)
     for protocol, heading, text in SECTIONS:
         shown = rows
-        if protocol == "classifier":
-            shown = {r: runs for r, runs in rows.items() if any(k.split("/")[1].startswith("cls_") for x in runs for k in x)}
+        if protocol in _PREFIX:
+            shown = {r: runs for r, runs in rows.items()
+                     if any(k.split("/")[1].startswith(_PREFIX[protocol]) for x in runs for k in x)}
             if not shown:
                 continue
         out += [f"## {heading}", "", text, "", paper_table(shown, protocol, domain_titles=titles), ""]

@@ -56,6 +56,7 @@ PROTOCOL_COLUMNS: dict[str, tuple[tuple[str, str, int], ...]] = {
                 ("slice2d_missed", "missed", 0)),
     "volume3d": (("volume3d_dice", "3D Dice", 3), ("volume3d_hd95", "HD95 (mm)", 2)),
     "classifier": (("cls_accuracy", "acc", 3), ("cls_f1", "F1", 3), ("cls_auc", "AUC", 3)),
+    "box": (("box_iou", "box IoU", 3), ("box_iou50", "IoU>=0.5", 3), ("box_centroid", "centroid in box", 3)),
 }
 
 
@@ -117,7 +118,8 @@ def paper_table(
 
     Args:
         rows: model name -> flat metric dicts (one per seed), in row order.
-        protocol: ``slice2d`` (the paper's: per-slice Dice and HD in pixels), ``volume3d`` or ``classifier``.
+        protocol: ``slice2d`` (the paper's: per-slice Dice and HD in pixels), ``volume3d``, ``classifier``
+            or ``box`` (box-prompt quality, :mod:`sam_mix_monai.engines.box_quality`).
         domains: domain prefixes to show, in column order.
         domain_titles: column-title prefix per domain (default :data:`DOMAINS`).
 

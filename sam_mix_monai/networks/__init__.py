@@ -22,6 +22,7 @@ from sam_mix_monai.networks.cam import (
     closed_form_gradcam,
     gate_logits,
     largest_component,
+    select_component,
     mask_to_box,
     minmax_normalize,
 )
@@ -93,6 +94,7 @@ __all__ = [
     "load_checkpoint",
     "load_weights",
     "liver_probability",
+    "select_component",
     "load_sam_checkpoint",
     "mask_to_box",
     "minmax_normalize",

@@ -1,4 +1,4 @@
-"""CAM prompts: closed-form GradCAM, threshold, largest connected component, box.
+"""CAM prompts: closed-form GradCAM, threshold, one connected component, box.
 
 Everything here is plain tensor arithmetic with static shapes: it runs batched, under
 ``torch.no_grad()``, and survives ``torch.jit.trace`` and ONNX export.
@@ -10,8 +10,11 @@ Pipeline (:func:`cam_prompts`):
    No backward pass is needed (see ``tests/networks/test_cam.py`` for the check against
    ``monai.visualize.GradCAM``).
 2. **Min-max normalisation** per image to [0, 1] (a constant map becomes all zeros).
-3. **Threshold** (default 0.4) at the low-resolution CAM grid, then the **largest 8-connected
-   component** there (:func:`largest_component`).
+3. **Threshold** (default 0.4) at the low-resolution CAM grid, then **one 8-connected component**
+   there (:func:`select_component`): by default (``component="area"``, the guide's reading) the
+   largest; ``"peak"`` keeps the component holding the CAM maximum, ``"mass"`` the one with the
+   largest CAM sum. A broad low-heat region can outgrow the liver peak by area; by peak or mass it
+   cannot.
 4. **Upsampling** to the SAM input size: the normalised CAM is zeroed outside the component and a
    one-cell ring around it, bilinearly upsampled and thresholded again. Because the bilinear stencil
    of a pixel is a 2x2 block of mutually adjacent cells, this gives exactly the pixels of the
@@ -30,6 +33,8 @@ __all__ = [
     "closed_form_gradcam",
     "minmax_normalize",
     "largest_component",
+    "select_component",
+    "COMPONENT_RULES",
     "mask_to_box",
     "central_box",
     "cam_prompts",
@@ -66,12 +71,23 @@ def minmax_normalize(cam: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     return (cam - lo) / (hi - lo).clamp_min(eps)
 
 
-def largest_component(mask: torch.Tensor, iterations: int | None = None) -> torch.Tensor:
-    """Largest 8-connected component of each binary map, by max-pool label propagation.
+#: Rules of :func:`select_component`.
+COMPONENT_RULES = ("area", "peak", "mass")
+
+
+def select_component(
+    mask: torch.Tensor, score: torch.Tensor | None = None, rule: str = "area", iterations: int | None = None
+) -> torch.Tensor:
+    """One 8-connected component of each binary map, by max-pool label propagation.
 
     Every foreground pixel starts with a unique label; ``iterations`` rounds of 3x3 max pooling
-    (restricted to the foreground) spread the largest label of each component over it, and the
-    component with the most pixels is kept (ties: the one with the larger label).
+    (restricted to the foreground) spread the largest label of each component over it. Then one
+    component is kept:
+
+    * ``"area"``: the one with the most pixels (ties: the one with the larger label);
+    * ``"peak"``: the one holding the foreground pixel of highest ``score`` (ties: the first in
+      raster order);
+    * ``"mass"``: the one with the largest sum of ``score`` (ties: the larger label).
 
     Hand-written because the library versions (``monai.transforms.utils.get_largest_connected_component_mask``,
     ``skimage.measure.label``, cuCIM) are not batched tensor ops and cannot be traced or exported.
@@ -79,15 +95,21 @@ def largest_component(mask: torch.Tensor, iterations: int | None = None) -> torc
     Limit: a label travels one pixel per iteration, so a component is labelled consistently when its
     8-connected geodesic eccentricity is at most ``iterations``. The default ``h + w`` covers any
     convex blob on the grid (eccentricity at most ``max(h, w)``) with room to spare; a longer,
-    snake-like component would end up split into parts, and only its largest part would be kept.
+    snake-like component would end up split into parts, and only one part would be kept.
 
     Args:
         mask: (B, 1, h, w) binary map (bool or {0, 1} float).
+        score: (B, 1, h, w) map the ``peak`` and ``mass`` rules rank by (e.g. the normalised CAM).
+        rule: ``area``, ``peak`` or ``mass``.
         iterations: propagation rounds; ``None`` = ``h + w``.
 
     Returns:
-        (B, 1, h, w) float {0, 1} mask of the largest component (all zeros for an empty map).
+        (B, 1, h, w) float {0, 1} mask of the kept component (all zeros for an empty map).
     """
+    if rule not in COMPONENT_RULES:
+        raise ValueError(f"component rule must be one of {COMPONENT_RULES}, got {rule!r}")
+    if rule != "area" and score is None:
+        raise ValueError(f"component rule {rule!r} needs a score map")
     b, _, h, w = mask.shape
     fg = (mask > 0.5).to(torch.float32) if mask.dtype != torch.bool else mask.to(torch.float32)
     n_iter = h + w if iterations is None else int(iterations)
@@ -96,15 +118,37 @@ def largest_component(mask: torch.Tensor, iterations: int | None = None) -> torc
     for _ in range(n_iter):
         labels = F.max_pool2d(labels, kernel_size=3, stride=1, padding=1) * fg
     flat = labels.flatten(1).long()  # (B, h*w), 0 = background
-    counts = torch.zeros(flat.shape[0], h * w + 1, dtype=torch.float32, device=mask.device)
-    counts = counts.scatter_add(1, flat, fg.flatten(1))
-    counts = counts[:, 1:]  # drop background
-    # The largest count wins; among equal counts, the larger label (a deterministic tie-break).
-    label_ids = torch.arange(1, h * w + 1, dtype=torch.float32, device=mask.device).view(1, -1)
-    is_max = (counts >= counts.amax(dim=1, keepdim=True)) & (counts > 0)
-    best = (is_max.to(torch.float32) * label_ids).argmax(dim=1, keepdim=True) + 1  # (B, 1)
-    keep = (flat == best).to(torch.float32) * fg.flatten(1)
+    fg_flat = fg.flatten(1)
+    if rule == "peak":
+        s = score.to(torch.float32).flatten(1)
+        # foreground pixels only: background gets a score below any foreground one
+        ranked = s * fg_flat + (s.amin(dim=1, keepdim=True) - 1.0) * (1.0 - fg_flat)
+        best = torch.gather(flat, 1, ranked.argmax(dim=1, keepdim=True))  # (B, 1); 0 for an empty map
+    else:
+        weight = fg_flat if rule == "area" else score.to(torch.float32).flatten(1) * fg_flat
+        counts = torch.zeros(flat.shape[0], h * w + 1, dtype=torch.float32, device=mask.device)
+        counts = counts.scatter_add(1, flat, weight)
+        sizes = torch.zeros_like(counts).scatter_add(1, flat, fg_flat)[:, 1:]
+        counts = counts[:, 1:]  # drop background
+        # The largest count wins; among equal counts, the larger label (a deterministic tie-break).
+        label_ids = torch.arange(1, h * w + 1, dtype=torch.float32, device=mask.device).view(1, -1)
+        is_max = (counts >= counts.amax(dim=1, keepdim=True)) & (sizes > 0)
+        best = (is_max.to(torch.float32) * label_ids).argmax(dim=1, keepdim=True) + 1  # (B, 1)
+    keep = (flat == best).to(torch.float32) * fg_flat
     return keep.view(b, 1, h, w)
+
+
+def largest_component(mask: torch.Tensor, iterations: int | None = None) -> torch.Tensor:
+    """Largest 8-connected component of each binary map: :func:`select_component` with ``rule="area"``.
+
+    Args:
+        mask: (B, 1, h, w) binary map (bool or {0, 1} float).
+        iterations: propagation rounds; ``None`` = ``h + w``.
+
+    Returns:
+        (B, 1, h, w) float {0, 1} mask of the largest component (all zeros for an empty map).
+    """
+    return select_component(mask, None, "area", iterations)
 
 
 def mask_to_box(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -148,6 +192,7 @@ def cam_prompts(
     threshold: float = 0.4,
     lcc_iterations: int | None = None,
     fallback_fraction: float = 0.5,
+    component: str = "area",
 ) -> dict[str, torch.Tensor]:
     """Turn raw low-resolution CAMs into SAM prompts.
 
@@ -157,15 +202,16 @@ def cam_prompts(
         threshold: threshold on the min-max normalised CAM.
         lcc_iterations: label-propagation rounds of :func:`largest_component`.
         fallback_fraction: side fraction of the central fallback box.
+        component: which thresholded component to keep (:data:`COMPONENT_RULES`: ``area``, ``peak``, ``mass``).
 
     Returns:
         dict with ``cam`` (B, 1, H, W) normalised CAM, ``cam_mask`` (B, 1, H, W) float {0, 1}
-        largest thresholded component, ``boxes`` (B, 4) float (x1, y1, x2, y2) in SAM input pixels,
+        kept thresholded component, ``boxes`` (B, 4) float (x1, y1, x2, y2) in SAM input pixels,
         ``box_fallback`` (B,) bool (True where the central box was used).
     """
     cam = cam.float()
     norm = minmax_normalize(cam)
-    keep = largest_component(norm >= threshold, lcc_iterations)
+    keep = select_component(norm >= threshold, norm, component, lcc_iterations)
     ring = F.max_pool2d(keep, kernel_size=3, stride=1, padding=1)  # component + its (sub-threshold) ring
     cam_up = F.interpolate(norm, size=out_size, mode="bilinear", align_corners=False)
     kept_up = F.interpolate(norm * ring, size=out_size, mode="bilinear", align_corners=False)

@@ -17,7 +17,7 @@ from segment_anything.modeling import MaskDecoder, Sam
 
 from sam_mix_monai.networks.sam_builder import preprocess_gray
 
-__all__ = ["decode_paired", "select_best_mask", "sam_forward"]
+__all__ = ["decode_paired", "select_best_mask", "sam_forward", "sam_encode", "sam_decode"]
 
 
 def decode_paired(
@@ -103,8 +103,33 @@ def sam_forward(
         dict with ``all_mask_logits`` (B, 3, S, S), ``iou_pred`` (B, 3), ``mask_logits`` (B, 1, S, S)
         (highest predicted IoU), ``chosen_iou`` (B,), ``low_res_logits`` (B, 1, S/4, S/4).
     """
-    size = image.shape[-2:]
-    embeddings = sam.image_encoder(preprocess_gray(sam, image))
+    return sam_decode(sam, sam_encode(sam, image), tuple(image.shape[-2:]), boxes, mask_prompt, points)
+
+
+def sam_encode(sam: Sam, image: torch.Tensor) -> torch.Tensor:
+    """Image embeddings (B, C, h, w) of (B, 1, S, S) gray slices in [0, 1] (the first half of :func:`sam_forward`)."""
+    return sam.image_encoder(preprocess_gray(sam, image))
+
+
+def sam_decode(
+    sam: Sam,
+    embeddings: torch.Tensor,
+    size: tuple[int, int],
+    boxes: torch.Tensor | None = None,
+    mask_prompt: torch.Tensor | None = None,
+    points: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> dict[str, torch.Tensor]:
+    """The prompt encoder and mask decoder of :func:`sam_forward` on given image embeddings.
+
+    Args:
+        sam: SAM.
+        embeddings: (B, C, h, w) image-encoder output.
+        size: (S, S) input size the masks are upsampled to.
+        boxes, mask_prompt, points: prompts, as in :func:`sam_forward`.
+
+    Returns:
+        :func:`sam_forward`'s dict.
+    """
     sparse, dense = sam.prompt_encoder(points=points, boxes=boxes, masks=mask_prompt)
     if dense.shape[0] != embeddings.shape[0]:  # no prompt at all: prompt encoder assumes batch 1
         dense = dense.expand(embeddings.shape[0], -1, -1, -1)

@@ -37,7 +37,11 @@ from sam_mix_monai.networks.lora import configure_encoder
 from sam_mix_monai.networks.sam_builder import FAMILY_PIXEL_NORM, build_sam
 from sam_mix_monai.networks.sam_mix import SAMMix
 
-__all__ = ["ModelConfig", "build_model", "MODEL_REGISTRY", "register_model"]
+__all__ = ["ModelConfig", "build_model", "MODEL_REGISTRY", "register_model", "PROMPT_KEYS"]
+
+#: Model settings that change how SAM-Mix prompts SAM but not its weights: a loaded checkpoint may
+#: override them (``sam-mix evaluate --set model.KEY=VALUE``).
+PROMPT_KEYS = ("cam_threshold", "cls_threshold", "cam_component", "box_refine", "box_margin", "fallback_box_fraction")
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +66,10 @@ class ModelConfig(BaseModel):
         cam_threshold: threshold on the min-max normalised GradCAM.
         cls_threshold: liver probability below which a slice is liver-free.
         lcc_iterations: label-propagation rounds of the CAM connected-component step (``None`` = h + w).
+        cam_component: CAM component the prompts come from: ``area`` (largest, the guide's default),
+            ``peak`` (holds the CAM maximum) or ``mass`` (largest CAM sum).
+        box_refine: SAM decoding rounds that replace the box by the box of SAM's previous mask (0: off).
+        box_margin: pixels (SAM input) added around a refined box.
         fallback_box_fraction: side fraction of the central box used when the CAM mask is empty.
         prompts: ``box+mask`` (SAM-Mix), ``box`` or ``mask`` (ablations).
         lora_rank, lora_alpha: LoRA on the encoder's q and v.
@@ -84,6 +92,9 @@ class ModelConfig(BaseModel):
     cam_threshold: float = Field(0.4, gt=0.0, le=1.0)
     cls_threshold: float = Field(0.5, ge=0.0, le=1.0)
     lcc_iterations: int | None = Field(None, ge=1)
+    cam_component: Literal["area", "peak", "mass"] = "area"
+    box_refine: int = Field(0, ge=0, le=5)
+    box_margin: float = Field(3.0, ge=0.0)
     fallback_box_fraction: float = Field(0.5, gt=0.0, le=1.0)
     prompts: Literal["box+mask", "box", "mask"] = "box+mask"
     lora_rank: int = Field(8, ge=1)
@@ -162,6 +173,9 @@ def _build_sam_mix(cfg: ModelConfig, load_pretrained: bool) -> nn.Module:
         fallback_fraction=cfg.fallback_box_fraction,
         use_box="box" in cfg.prompts,
         use_mask="mask" in cfg.prompts,
+        cam_component=cfg.cam_component,
+        box_refine=cfg.box_refine,
+        box_margin=cfg.box_margin,
     )
 
 

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from torch import nn
 
 from sam_mix_monai.networks.checkpoint import check_finite, safe_torch_load
-from sam_mix_monai.networks.registry import ModelConfig, build_model
+from sam_mix_monai.networks.registry import PROMPT_KEYS, ModelConfig, build_model
 from sam_mix_monai.networks.single_output import SAMMixInference
 from sam_mix_monai.utils.errors import InputError, PathLike
 
@@ -113,7 +113,10 @@ def load_weights(network: nn.Module, state: Mapping[str, torch.Tensor], path: Pa
 
 
 def load_checkpoint(
-    path: PathLike, device: torch.device | str | None = None, models: Sequence[str] | None = None
+    path: PathLike,
+    device: torch.device | str | None = None,
+    models: Sequence[str] | None = None,
+    prompt_overrides: Mapping[str, Any] | None = None,
 ) -> tuple[nn.Module, ModelConfig, dict[str, Any]]:
     """Rebuild and load the network of a training checkpoint, in eval mode.
 
@@ -121,14 +124,25 @@ def load_checkpoint(
         path: training checkpoint.
         device: where to put the network (``None``: CPU).
         models: model names the caller can run (``None``: any); another one is refused.
+        prompt_overrides: new values of :data:`.registry.PROMPT_KEYS` (prompt switches that leave the
+            weights as they are, e.g. ``{"cam_component": "peak"}``); the returned config carries them.
 
     Returns:
         ``(network, model_config, record)``.
 
     Raises:
-        InputError: see :func:`read_checkpoint` and :func:`load_weights`; a model outside ``models``.
+        InputError: see :func:`read_checkpoint` and :func:`load_weights`; a model outside ``models``;
+            an override of another key, or an invalid value.
     """
     state, cfg, record = read_checkpoint(path)
+    if prompt_overrides:
+        bad = sorted(set(prompt_overrides) - set(PROMPT_KEYS))
+        if bad:
+            raise InputError("--set", f"model.{bad[0]} cannot be changed at evaluation (allowed: {', '.join(PROMPT_KEYS)})")
+        try:
+            cfg = ModelConfig(**{**cfg.model_dump(), **dict(prompt_overrides)})
+        except ValidationError as e:
+            raise InputError("--set", f"model.{e.errors()[0]['loc'][0]}: {e.errors()[0]['msg']}") from None
     if models is not None and cfg.name not in models:
         raise InputError(path, f"model '{cfg.name}' cannot run volume inference (supported: {', '.join(models)})")
     net = build_model(cfg, load_pretrained=False)

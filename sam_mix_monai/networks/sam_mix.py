@@ -40,9 +40,9 @@ import torch.nn.functional as F
 from segment_anything.modeling import Sam
 from torch import nn
 
-from sam_mix_monai.networks.cam import cam_prompts, closed_form_gradcam
+from sam_mix_monai.networks.cam import cam_prompts, closed_form_gradcam, mask_to_box
 from sam_mix_monai.networks.classifier import LIVER, ResNet38, liver_probability
-from sam_mix_monai.networks.decoding import sam_forward
+from sam_mix_monai.networks.decoding import sam_decode, sam_encode, sam_forward
 
 __all__ = ["SAMMix"]
 
@@ -63,6 +63,12 @@ class SAMMix(nn.Module):
         fallback_fraction: side fraction of the central box used when the thresholded CAM is empty.
         use_box: feed the CAM box as the sparse prompt (``False``: "mask-only" ablation).
         use_mask: feed the CAM mask as the dense prompt (``False``: "box-only" ablation).
+        cam_component: thresholded CAM component kept for the prompts: ``area`` (largest), ``peak``
+            (holding the CAM maximum) or ``mass`` (largest CAM sum); see :func:`.cam.select_component`.
+        box_refine: decoding rounds that replace the box by the box of SAM's previous mask, grown by
+            ``box_margin`` pixels (0: the CAM box only). The image is encoded once; a round whose
+            mask is empty keeps the previous box.
+        box_margin: pixels added on each side of a refined box (MedSAM's 3D inference uses 3).
     """
 
     def __init__(
@@ -75,6 +81,9 @@ class SAMMix(nn.Module):
         fallback_fraction: float = 0.5,
         use_box: bool = True,
         use_mask: bool = True,
+        cam_component: str = "area",
+        box_refine: int = 0,
+        box_margin: float = 3.0,
     ) -> None:
         super().__init__()
         if not (use_box or use_mask):
@@ -87,6 +96,9 @@ class SAMMix(nn.Module):
         self.fallback_fraction = fallback_fraction
         self.use_box = use_box
         self.use_mask = use_mask
+        self.cam_component = cam_component
+        self.box_refine = int(box_refine)
+        self.box_margin = float(box_margin)
 
     @property
     def image_size(self) -> int:
@@ -109,7 +121,7 @@ class SAMMix(nn.Module):
             - ``class_logits`` (B, 2) (index 1 = liver), ``liver_prob`` (B,) float32,
               ``liver_present`` (B,) bool (``liver_prob >= cls_threshold``);
             - ``cam`` (B, 1, S, S) min-max normalised GradCAM of the liver class;
-            - ``cam_mask`` (B, 1, S, S) float {0, 1}: largest thresholded CAM component;
+            - ``cam_mask`` (B, 1, S, S) float {0, 1}: the kept thresholded CAM component (``cam_component``);
             - ``boxes`` (B, 4) (x1, y1, x2, y2) in SAM input pixels; ``box_fallback`` (B,) bool;
             - ``dense_prompt`` (B, 1, S/4, S/4): the CAM mask area-downsampled to SAM's mask-input grid.
 
@@ -123,7 +135,8 @@ class SAMMix(nn.Module):
         class_logits, feats = self.classifier(x)
         with torch.no_grad():
             cam = closed_form_gradcam(feats.detach(), self.classifier.fc.weight.detach(), LIVER)
-            prompts = cam_prompts(cam, (s, s), self.cam_threshold, self.lcc_iterations, self.fallback_fraction)
+            prompts = cam_prompts(cam, (s, s), self.cam_threshold, self.lcc_iterations, self.fallback_fraction,
+                                  self.cam_component)
             # Area downsampling (average pooling) of the binary CAM mask to SAM's mask-input grid
             # (S/4); avg_pool2d rather than interpolate(mode="area"), which ONNX cannot export.
             factor = s // int(self.sam.prompt_encoder.mask_input_size[0])
@@ -152,11 +165,39 @@ class SAMMix(nn.Module):
         Returns:
             dict at the SAM input size: ``mask_logits`` (B, 1, S, S) (highest predicted IoU),
             ``all_mask_logits`` (B, 3, S, S), ``iou_pred`` (B, 3), ``chosen_iou`` (B,),
-            ``low_res_logits`` (B, 1, S/4, S/4).
+            ``low_res_logits`` (B, 1, S/4, S/4); with ``box_refine`` also ``boxes`` (B, 4), the
+            refined box of the last decoding round.
         """
         boxes = prompts["boxes"] if self.use_box else None
         dense = prompts["dense_prompt"] if self.use_mask else None
-        return sam_forward(self.sam, x, boxes=boxes, mask_prompt=dense)
+        if self.box_refine < 1 or boxes is None:
+            return sam_forward(self.sam, x, boxes=boxes, mask_prompt=dense)
+        size = (int(x.shape[-2]), int(x.shape[-1]))
+        embeddings = sam_encode(self.sam, x)
+        for _ in range(self.box_refine):
+            with torch.no_grad():  # the earlier rounds only place the box; the loss sees the last one
+                first = sam_decode(self.sam, embeddings.detach(), size, boxes=boxes, mask_prompt=dense)
+                boxes = self.refine_boxes(first["mask_logits"], boxes)
+        out = sam_decode(self.sam, embeddings, size, boxes=boxes, mask_prompt=dense)
+        out["boxes"] = boxes
+        return out
+
+    def refine_boxes(self, mask_logits: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """The box of each mask (logit > 0), grown by ``box_margin`` and clipped; ``boxes`` where a mask is empty.
+
+        Args:
+            mask_logits: (B, 1, S, S) mask logits at the SAM input size.
+            boxes: (B, 4) current boxes (x1, y1, x2, y2), inclusive input pixels.
+
+        Returns:
+            (B, 4) boxes.
+        """
+        tight, empty = mask_to_box((mask_logits > 0).float())
+        hi = float(mask_logits.shape[-1] - 1)
+        m = self.box_margin
+        grown = torch.stack([(tight[:, 0] - m).clamp_min(0.0), (tight[:, 1] - m).clamp_min(0.0),
+                             (tight[:, 2] + m).clamp_max(hi), (tight[:, 3] + m).clamp_max(hi)], dim=1)
+        return torch.where(empty.unsqueeze(1), boxes.to(grown.dtype), grown)
 
     @staticmethod
     def resize_outputs(out: dict[str, torch.Tensor], size: Sequence[int]) -> dict[str, torch.Tensor]:
@@ -197,9 +238,10 @@ class SAMMix(nn.Module):
             - ``class_logits`` (B, 2) (index 1 = liver), ``liver_prob`` (B,), ``liver_present`` (B,) bool;
             - ``cam`` (B, 1, H, W) min-max normalised GradCAM of the liver class;
             - ``cam_mask`` (B, 1, H, W) float {0, 1}: largest thresholded CAM component;
-            - ``boxes`` (B, 4) (x1, y1, x2, y2) in SAM input pixels; ``box_fallback`` (B,) bool.
+            - ``boxes`` (B, 4) (x1, y1, x2, y2) in SAM input pixels, the box SAM's final mask came from
+              (the refined one with ``box_refine``); ``box_fallback`` (B,) bool.
         """
         prompts = self.prompt(image)
         out = self.segment(prompts["image"], prompts)
-        out.update({k: prompts[k] for k in _PROMPT_OUTPUTS})
+        out.update({k: prompts[k] for k in _PROMPT_OUTPUTS if k not in out})  # a refined box stays
         return self.resize_outputs(out, image.shape[-2:])

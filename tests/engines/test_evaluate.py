@@ -33,3 +33,14 @@ def test_bad_checkpoints(tmp_path):
     torch.save({"network": {"x": torch.zeros(1)}, "config": {"model": cfg.model_dump()}}, tmp_path / "bad.pt")
     with pytest.raises(InputError, match="weights do not match"):
         load_checkpoint(tmp_path / "bad.pt")
+        
+
+def test_prompt_overrides_change_the_switch_not_the_weights(tmp_path):
+    cfg = ModelConfig(name="sam_mix", size="compact", image_size=64)
+    net = build_model(cfg)
+    torch.save({"network": net.state_dict(), "config": {"model": cfg.model_dump()}}, tmp_path / "c.pt")
+    loaded, cfg2, record = load_checkpoint(tmp_path / "c.pt", prompt_overrides={"cam_component": "peak", "box_refine": 1})
+    assert loaded.cam_component == "peak" and loaded.box_refine == 1 and cfg2.cam_component == "peak"
+    assert torch.equal(loaded.sam.mask_decoder.iou_token.weight, net.sam.mask_decoder.iou_token.weight)
+    with pytest.raises(InputError, match="cannot be changed at evaluation"):
+        load_checkpoint(tmp_path / "c.pt", prompt_overrides={"image_size": 128})

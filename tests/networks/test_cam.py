@@ -18,6 +18,7 @@ from sam_mix_monai.networks.cam import (
     largest_component,
     mask_to_box,
     minmax_normalize,
+    select_component,
 )
 from sam_mix_monai.networks.classifier import resnet38_compact
 from tests.networks import mixed_batch, one_thread  # noqa: F401
@@ -168,6 +169,59 @@ def test_cam_prompts_keeps_largest_blob_only() -> None:
     expected = torch.from_numpy(_scipy_lcc(thresholded.numpy()))
     assert torch.equal(mask, expected)
     assert out["cam"].shape == (1, 1, 128, 128) and float(out["cam"].max()) == 1.0
+
+
+def _two_blobs() -> torch.Tensor:
+    cam = torch.zeros(1, 1, 16, 16)
+    cam[0, 0, 2:10, 1:7] = 0.5  # broad, weak: 48 px, mass 24
+    cam[0, 0, 12:15, 11:15] = 0.9  # small: 12 px, mass 10.8
+    cam[0, 0, 13, 12] = 1.0  # with the CAM peak (mass 10.9)
+    return cam
+
+
+@pytest.mark.parametrize("rule, rows, cols", [("area", (2, 10), (1, 7)), ("peak", (12, 15), (11, 15)),
+                                              ("mass", (2, 10), (1, 7))])
+def test_select_component_rules(rule: str, rows: tuple[int, int], cols: tuple[int, int]) -> None:
+    cam = _two_blobs()
+    keep = select_component(cam >= 0.4, cam, rule)
+    expected = torch.zeros_like(cam)
+    expected[0, 0, rows[0]:rows[1], cols[0]:cols[1]] = 1
+    assert torch.equal(keep, expected)
+
+
+def test_select_component_mass_prefers_the_hot_small_blob() -> None:
+    cam = _two_blobs()
+    cam[0, 0, 2:10, 1:7] = 0.2  # broad blob now 48 px but mass 9.6 < 10.9
+    keep = select_component(cam >= 0.1, cam, "mass")
+    assert int(keep.sum()) == 12 and bool(keep[0, 0, 13, 12])
+    assert int(select_component(cam >= 0.1, cam, "area").sum()) == 48
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_select_component_mass_and_peak_match_scipy(seed: int) -> None:
+    m = _blobs(32, seed)
+    score = torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(seed))
+    lab, n = ndimage.label(m[0, 0].numpy() > 0, structure=np.ones((3, 3)))
+    s = score[0, 0].numpy()
+    mass = ndimage.sum(s, lab, index=np.arange(1, n + 1))
+    peak_label = lab.ravel()[np.argmax(np.where(lab.ravel() > 0, s.ravel(), -1.0))]
+    for rule, label in (("mass", np.argmax(mass) + 1), ("peak", peak_label)):
+        ours = select_component(m, score, rule, iterations=512)
+        np.testing.assert_array_equal(ours[0, 0].numpy() > 0, lab == label)
+
+
+def test_select_component_rejects_bad_rule_and_missing_score() -> None:
+    with pytest.raises(ValueError, match="component rule"):
+        select_component(torch.ones(1, 1, 4, 4), torch.ones(1, 1, 4, 4), "biggest")
+    with pytest.raises(ValueError, match="needs a score"):
+        select_component(torch.ones(1, 1, 4, 4), None, "peak")
+    assert int(select_component(torch.zeros(1, 1, 4, 4), torch.rand(1, 1, 4, 4), "peak").sum()) == 0
+
+
+def test_cam_prompts_peak_rule_boxes_the_peak_blob() -> None:
+    out = cam_prompts(_two_blobs(), (128, 128), threshold=0.4, component="peak")
+    x1, y1, x2, y2 = out["boxes"][0].tolist()
+    assert x1 >= 80 and y1 >= 88 and not bool(out["box_fallback"][0])
 
 
 def test_gate_logits() -> None:

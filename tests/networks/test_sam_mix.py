@@ -144,3 +144,29 @@ def test_prompt_stage_gradients() -> None:
     p = net.prompt(x)
     assert p["class_logits"].requires_grad  # trained by the classification loss
     assert not any(p[k].requires_grad for k in ("cam", "cam_mask", "boxes", "dense_prompt"))
+
+
+def test_refine_boxes_from_mask_with_margin_and_empty_fallback() -> None:
+    net = build_model(ModelConfig(name="sam_mix", size="compact", image_size=64, box_refine=1, box_margin=2))
+    logits = torch.full((2, 1, 64, 64), -5.0)
+    logits[0, 0, 10:20, 30:63] = 5.0  # touches the right border: the margin is clipped
+    old = torch.tensor([[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]])
+    assert net.refine_boxes(logits, old).tolist() == [[28.0, 8.0, 63.0, 21.0], [5.0, 6.0, 7.0, 8.0]]
+
+
+def test_box_refine_prompts_sam_with_the_box_of_its_first_mask() -> None:
+    torch.manual_seed(0)
+    cfg = ModelConfig(name="sam_mix", size="compact", image_size=64)
+    plain = build_model(cfg).eval()
+    refined = build_model(cfg.model_copy(update={"box_refine": 1, "box_margin": 1.0})).eval()
+    refined.load_state_dict(plain.state_dict())
+    x, _ = mixed_batch(3, 64)
+    with torch.no_grad():
+        p = plain.prompt(x)
+        first = plain.segment(p["image"], p)
+        out = refined(x)
+        expected = refined.refine_boxes(first["mask_logits"], p["boxes"])
+        second = plain.segment(p["image"], {**p, "boxes": expected})
+    torch.testing.assert_close(out["boxes"], expected)
+    torch.testing.assert_close(out["mask_logits"], second["mask_logits"])
+    assert not torch.equal(out["boxes"], p["boxes"])  # the CAM box was replaced
