@@ -50,12 +50,16 @@ class SliceTable:
         self.path = Path(path)
         with open_store(self.path) as f:
             self.legacy = is_legacy_file(f)
+            rate = f.attrs.get("keep_rate")
+            self.keep_rate = None if rate is None else float(rate)  # converter setting (1.0: whole volumes)
             if self.legacy:
                 self.names = legacy_slice_names(f)
                 n = len(self.names)
-                self.labels = np.array([int(f[k].attrs.get("ImageLabel", 0)) for k in self.names], np.uint8)
+                # The image label is the mask's (the file's ImageLabel attribute can be missing or
+                # disagree with it): one read of every mask, once per table.
+                self.labels = np.array([int(bool(np.any(f[k]["Segmentation"][()] > 0))) for k in self.names], np.uint8)
                 self.splits = np.full(n, -1, np.int8)  # one file is one split
-                self.case_ids = np.array(["legacy"] * n, dtype=object)
+                self.case_ids = np.array(["legacy"] * n, dtype=object)  # no case ids, no spacing: no volume3d
                 self.slice_index = np.array([int(k[5:]) for k in self.names], np.int64)
                 self.spacing = np.full((n, 3), np.nan, np.float32)
             elif "image" in f and "mask" in f:
@@ -74,10 +78,32 @@ class SliceTable:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def volume3d_refusal(self) -> str | None:
+        """Why per-case 3D metrics cannot be scored on this store (``None`` when they can).
+
+        They need whole volumes: a store converted with ``keep_rate`` < 1 keeps a central slab of
+        each case, and an original SAM-Mix layout file has no case ids or pixel spacing.
+        """
+        if self.legacy:
+            return "an original SAM-Mix layout file has no case ids or pixel spacing"
+        if self.keep_rate is not None and self.keep_rate < 1.0:
+            return (f"the store keeps the central slab of each case (keep_rate {self.keep_rate:g}), not whole volumes; "
+                    "convert with --keep-rate all for volume3d")
+        return None
+
     def rows(self, split: str | None) -> np.ndarray:
-        """Row indices of ``split`` (all rows for ``None`` and for original-layout files)."""
-        if split is None or self.legacy:
+        """Row indices of ``split`` (``None``: all rows).
+
+        Raises:
+            InputError: an unknown split, or a named split of an original-layout file (it holds one
+                split and no case ids, so train / val / test cannot be told apart in it).
+        """
+        if split is None:
             return np.arange(len(self))
+        if self.legacy:
+            raise InputError(self.path, f"an original SAM-Mix layout file holds one split and no case ids, so the "
+                                        f"split {split!r} cannot be honoured; use it where the split is null "
+                                        "(e.g. evaluate.cross_domain with split: null, or sam-mix evaluate --split all)")
         if split not in SPLIT_NAMES:
             raise InputError(self.path, f"unknown split {split!r} (choose from {', '.join(SPLIT_NAMES)})")
         return np.flatnonzero(self.splits == SPLIT_NAMES.index(split))
@@ -171,8 +197,8 @@ class SliceDataset(Dataset):
 
     Args:
         path: an HDF5 store (this project's layout or the original SAM-Mix layout).
-        split: ``"train"``, ``"val"``, ``"test"`` or ``None`` for all rows (ignored for
-            original-layout files, which hold one split each).
+        split: ``"train"``, ``"val"``, ``"test"`` or ``None`` for all rows (original-layout files
+            hold one split each: ``None`` only).
         n_labelled: keep masks for only this many liver-positive slices, chosen with
             ``seed``; ``None`` keeps every mask.
         subset: ``"labelled"`` or ``"unlabelled"`` to serve only one part, or ``"all"``.

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from sam_mix_monai.data import SliceDataset
+from sam_mix_monai.data.dataset import SliceTable
 from sam_mix_monai.engines.distributed import rank, resolve_device, world_size
 from sam_mix_monai.engines.evaluator import build_evaluator
 from sam_mix_monai.engines.loaders import evaluation_loader
@@ -43,12 +44,21 @@ def evaluate_dataset(
 
     ``point_prompt``: test point of a point-prompted network (``oracle``: the upper-bound row only).
 
+    ``volume3d`` is refused on a store without whole volumes (:meth:`SliceTable.volume3d_refusal`): left out,
+    with the reason under ``"refused"``.
+
     Returns:
-        ``{"data", "split", "slices", "liver_slices", "cases", "metrics": {...}, "volume3d_cases": [...]}``.
+        ``{"data", "split", "slices", "liver_slices", "cases", "metrics": {...}, "volume3d_cases": [...],
+        "refused": {protocol: reason}}``.
     """
     ds = SliceDataset(path, split=split)
     if len(ds) == 0:
         raise InputError(path, f"split {split!r} holds no slices")
+    refused = {}
+    if "volume3d" in protocols and (reason := SliceTable(path).volume3d_refusal()) is not None:
+        refused["volume3d"] = reason
+        protocols = [p for p in protocols if p != "volume3d"]
+        logging.getLogger(__name__).warning("%s: volume3d refused: %s", path, reason)
     loader = evaluation_loader(path, split, batch_size, rank(), world_size(), num_workers)
     evaluator = build_evaluator(network, loader, device, protocols, precision=precision, point_prompt=point_prompt)
     evaluator.logger.setLevel(logging.WARNING)
@@ -64,6 +74,7 @@ def evaluate_dataset(
         "cases": int(len(set(ds.table.case_ids[ds.rows].tolist()))),
         "metrics": metrics,
         "volume3d_cases": evaluator.state.metric_details.get("volume3d", []),
+        "refused": refused,
     }
 
 
@@ -115,4 +126,7 @@ def format_results(results: dict[str, dict[str, Any]]) -> str:
             f"{_fmt(m.get('cls_accuracy')):>5} {_fmt(m.get('cls_f1')):>5} {_fmt(m.get('cls_auc')):>5}  "
             f"{_fmt(m.get('box_iou')):>6} {_fmt(m.get('box_centroid')):>5}"
         )
+    for name, r in results.items():
+        for protocol, reason in (r.get("refused") or {}).items():
+            lines.append(f"{name}: {protocol} refused: {reason}")
     return "\n".join(lines)

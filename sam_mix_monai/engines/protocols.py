@@ -3,9 +3,12 @@
 * ``slice2d``: Dice and symmetric Hausdorff distance (pixels) of every liver-positive slice,
   averaged over those slices (MONAI ``MeanDice`` and a ``HausdorffDistance`` handler);
 * ``volume3d``: the slices of each case stacked back (by ``case_id``, ordered by ``slice_index``)
-  into a volume, then 3D Dice and 95th-percentile Hausdorff distance in mm with the stored pixel
-  spacing (MONAI ``DiceMetric``, ``HausdorffDistanceMetric(percentile=95)``), averaged over the
-  cases that contain liver;
+  into a volume, cleaned up as ``sam-mix infer`` does (largest 3D connected component,
+  :func:`~sam_mix_monai.transforms.components.keep_largest_component`), then 3D Dice and
+  95th-percentile Hausdorff distance in mm with the stored pixel spacing (MONAI ``DiceMetric``,
+  ``HausdorffDistanceMetric(percentile=95)``), averaged over the cases that contain liver. Only
+  meaningful on a store of whole volumes: :func:`~sam_mix_monai.engines.evaluate.evaluate_dataset`
+  refuses it (with the reason) on a store that keeps a central slab;
 * classification: accuracy, F1 and ROC AUC of "liver present" over slices with a known label.
 
 A Hausdorff distance is undefined when the prediction is empty and the ground truth is not
@@ -35,6 +38,8 @@ from ignite.metrics import Accuracy, Fbeta
 from monai.handlers import IgniteMetricHandler, MeanDice, ROCAUC, from_engine
 from monai.metrics import CumulativeIterationMetric, DiceMetric, HausdorffDistanceMetric
 from monai.utils import CommonKeys as Keys
+
+from sam_mix_monai.transforms.components import keep_largest_component
 
 __all__ = [
     "PROTOCOLS",
@@ -162,10 +167,13 @@ class VolumeMetrics:
     Args:
         percentile: Hausdorff percentile (95).
         output_transform: maps the evaluator output to ``(pred, label, case_id, slice_index, spacing)``.
+        largest_component: keep the largest 3D component of each case's prediction (as ``sam-mix infer``).
     """
 
-    def __init__(self, percentile: float = 95.0, output_transform: Callable | None = None) -> None:
+    def __init__(self, percentile: float = 95.0, output_transform: Callable | None = None,
+                 largest_component: bool = True) -> None:
         self.percentile = percentile
+        self.largest_component = largest_component
         self.output_transform = output_transform or from_engine([Keys.PRED, Keys.LABEL, "case_id", "slice_index", "spacing"])
         self._slices: dict[str, list[tuple[int, torch.Tensor, torch.Tensor]]] = defaultdict(list)
         self._spacing: dict[str, list[float]] = {}
@@ -197,7 +205,10 @@ class VolumeMetrics:
         rows = []
         for case, items in sorted(self._slices.items()):
             items.sort(key=lambda t: t[0])
-            p = torch.stack([t[1] for t in items], dim=-1)[None, None].float()  # (1, 1, H, W, D)
+            p = torch.stack([t[1] for t in items], dim=-1)  # (H, W, D) uint8
+            if self.largest_component:
+                p = torch.from_numpy(keep_largest_component(p.numpy().copy()))
+            p = p[None, None].float()  # (1, 1, H, W, D)
             y = torch.stack([t[2] for t in items], dim=-1)[None, None].float()
             spacing = self._spacing[case]
             d = float(dice(p, y)[0, 0]) if y.any() else float("nan")

@@ -8,6 +8,7 @@ version, git commit, library versions, command line), the checkpoints ``last.pt`
 from __future__ import annotations
 
 import datetime
+import logging
 import json
 import os
 import platform
@@ -21,6 +22,7 @@ import torch
 
 from sam_mix_monai import __version__
 from sam_mix_monai.data import SliceDataset
+from sam_mix_monai.data.dataset import SliceTable
 from sam_mix_monai.engines.config import ExperimentConfig, dump_config, load_config
 from sam_mix_monai.engines.handlers.checkpoint import LAST
 from sam_mix_monai.engines.handlers.history import METRICS_FILE
@@ -74,6 +76,18 @@ def check_data(cfg: ExperimentConfig, source: PathLike | None) -> None:
     for i, cd in enumerate(cfg.evaluate.cross_domain):
         if not Path(cd.path).is_file():
             raise InputError(source, f"evaluate.cross_domain.{i}.path: HDF5 file not found: {cd.path}")
+    d = cfg.data
+    for key, split in (("train_split", d.train_split), ("val_split", d.val_split), ("test_split", d.test_split)):
+        if split is not None:
+            try:
+                SliceTable(d.path).rows(split)
+            except InputError as e:
+                raise InputError(source, f"data.{key}: {e.problem}") from None
+    if "volume3d" in cfg.evaluate.protocols:  # said before training, not only in the results
+        for path in [d.path] + [cd.path for cd in cfg.evaluate.cross_domain]:
+            reason = SliceTable(path).volume3d_refusal()
+            if reason is not None:
+                logging.getLogger(__name__).warning("%s: volume3d will be refused: %s", path, reason)
     if cfg.train.epochs > 0 and cfg.data.n_labelled:
         try:
             SliceDataset(cfg.data.path, split=cfg.data.train_split, n_labelled=cfg.data.n_labelled,

@@ -3,7 +3,7 @@
 * :mod:`.geometry` original grid <-> canonical RAS display slices (slab read / write back);
 * :mod:`.predictor` one interface over SAM-Mix, U-Net and exported single-output models;
 * :mod:`.volume` :class:`VolumeSliceInferer`, the streaming slice-wise MONAI inferer;
-* :mod:`.postprocess` 3D largest connected component;
+* 3D largest connected component: :func:`sam_mix_monai.transforms.components.keep_largest_component` (shared with the engines' volume3d);
 * :mod:`.summary` per-case JSON summary; :mod:`.preview` three-plane PNG;
 * :mod:`.cases` input discovery; :mod:`.runner` the per-case loop and outputs;
 * :mod:`.loading` checkpoints and bundles; :mod:`.export` TorchScript / ONNX;
@@ -17,7 +17,7 @@ from sam_mix_monai.inference.export import FORMATS, ExportCheck, check_export, e
 from sam_mix_monai.inference.geometry import AxialGeometry
 from sam_mix_monai.inference.loading import (INFERABLE_MODELS, bundle_network, load_bundle, load_checkpoint, load_weights,
                                              read_checkpoint)
-from sam_mix_monai.inference.postprocess import keep_largest_component
+from sam_mix_monai.transforms.components import keep_largest_component
 from sam_mix_monai.inference.predictor import SliceOutput, SlicePredictor
 from sam_mix_monai.inference.runner import CaseResult, RunReport, segment_case, segment_cases, write_mask
 from sam_mix_monai.inference.summary import case_summary

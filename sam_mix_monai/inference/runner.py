@@ -39,7 +39,7 @@ from sam_mix_monai.data.io import check_ct_values, is_nifti, read_volume
 from sam_mix_monai.inference.cases import Case, find_cases
 from sam_mix_monai.inference.distributed import shard
 from sam_mix_monai.inference.geometry import AxialGeometry
-from sam_mix_monai.inference.postprocess import keep_largest_component
+from sam_mix_monai.transforms.components import keep_largest_component
 from sam_mix_monai.inference.predictor import SlicePredictor
 from sam_mix_monai.inference.preview import save_triplanar_preview
 from sam_mix_monai.inference.statistics import mask_statistics, statistics_row, write_statistics_csv

@@ -7,6 +7,7 @@ One transform per module:
 * :mod:`.slice_label` -- per-slice "liver present" label
 * :mod:`.axial` -- canonical axial slicing with ``keep_rate``
 * :mod:`.pipeline` -- the composed volume-to-slices pipeline
+* :mod:`.components` -- 3D largest connected component of a predicted mask (inference and ``volume3d``)
 """
 
 from sam_mix_monai.transforms.axial import (

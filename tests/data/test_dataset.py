@@ -68,7 +68,7 @@ def test_original_sam_mix_layout_reads_back_windowed(tmp_path):
     labels[5, 6:8, 6:8] = 2
     path = tmp_path / "orig.h5"
     write_legacy_file(str(path), hu, labels)
-    ds = SliceDataset(path, split="train")
+    ds = SliceDataset(path, split=None)
     assert len(ds) == 12
     expected = np.clip((hu + 160) / 400, 0, 1)
     for i in range(12):
@@ -102,3 +102,32 @@ def test_chunk_offset_reads_equal_h5py_reads(store):
             img, mask = table.read(row)
             assert np.array_equal(img.numpy(), f["image"][row].astype(np.float32))
             assert np.array_equal(mask.numpy(), f["mask"][row])
+
+
+def _legacy(tmp_path):
+    hu = np.full((6, 16, 16), -100.0, np.float32)
+    labels = np.zeros((6, 16, 16), np.int16)
+    labels[1:4, 4:10, 4:10] = 1
+    path = tmp_path / "orig.h5"
+    write_legacy_file(str(path), hu, labels)
+    return path, labels
+
+
+def test_original_layout_refuses_a_named_split(tmp_path):
+    path, _ = _legacy(tmp_path)
+    for split in ("train", "val", "test"):
+        with pytest.raises(InputError, match="one split"):
+            SliceDataset(path, split=split)
+    assert len(SliceDataset(path, split=None)) == 6
+
+
+def test_original_layout_label_comes_from_the_mask(tmp_path):
+    import h5py
+
+    path, labels = _legacy(tmp_path)
+    with h5py.File(path, "a") as f:
+        f["Slice1"].attrs["ImageLabel"] = 0  # a wrong attribute on a liver slice
+        del f["Slice2"].attrs["ImageLabel"]  # a missing one
+        f["Slice5"].attrs["ImageLabel"] = 1  # and a liver-free slice marked as liver
+    ds = SliceDataset(path, split=None)
+    assert [int(ds[i]["label"]) for i in range(6)] == [int((labels[i] > 0).any()) for i in range(6)] == [0, 1, 1, 1, 0, 0]

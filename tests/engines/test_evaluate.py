@@ -44,3 +44,57 @@ def test_prompt_overrides_change_the_switch_not_the_weights(tmp_path):
     assert torch.equal(loaded.sam.mask_decoder.iou_token.weight, net.sam.mask_decoder.iou_token.weight)
     with pytest.raises(InputError, match="cannot be changed at evaluation"):
         load_checkpoint(tmp_path / "c.pt", prompt_overrides={"image_size": 128})
+
+
+
+def _one_case_store(tmp_path, keep_rate):
+    """A held-out phantom case as NIfTI and as a one-case test store at the network's size (64)."""
+    from sam_mix_monai.data.converter import slice_case
+    from sam_mix_monai.data.h5store import SliceStoreWriter
+    from sam_mix_monai.data.layouts import CaseFiles
+    from sam_mix_monai.transforms import SlicingConfig
+    from tests.inference.tiny_model import IMAGE_SIZE, phantom, save_case
+
+    c = phantom(5, matrix=IMAGE_SIZE)
+    image = save_case(tmp_path / "volume-5.nii", c.image, c.affine)
+    label = save_case(tmp_path / "segmentation-5.nii", c.label.astype("uint8"), c.affine)
+    cfg = SlicingConfig(keep_rate=keep_rate, image_size=IMAGE_SIZE)
+    store = tmp_path / f"one_{keep_rate}.h5"
+    with SliceStoreWriter(store, IMAGE_SIZE, cfg.model_dump()) as w:
+        w.append(slice_case(CaseFiles("5", image, label), cfg), "test")
+    return image, label, store
+
+
+def test_volume3d_equals_the_infer_path_on_a_full_volume_store(tmp_path):
+    import nibabel as nib
+    import numpy as np
+    from monai.metrics import compute_dice
+
+    from sam_mix_monai.engines.evaluate import evaluate_dataset
+    from sam_mix_monai.inference import Case, SlicePredictor, VolumeSliceInferer
+    from sam_mix_monai.inference.runner import segment_case
+    from tests.inference.tiny_model import IMAGE_SIZE, tiny_checkpoint
+
+    image, label, store = _one_case_store(tmp_path, "all")
+    net, _, _ = load_checkpoint(tiny_checkpoint())
+    res = evaluate_dataset(net, store, "test", ["volume3d"], "cpu")
+    (tmp_path / "out").mkdir()
+    out = segment_case(Case("5", image), SlicePredictor(net), VolumeSliceInferer(image_size=IMAGE_SIZE), tmp_path / "out")
+    pred = np.asarray(nib.load(str(out.outputs[0])).dataobj) > 0
+    ref = np.asarray(nib.load(str(label)).dataobj) > 0
+    infer_dice = float(compute_dice(torch.from_numpy(pred)[None, None].float(), torch.from_numpy(ref)[None, None].float()))
+    print(f"volume3d {res['metrics']['volume3d_dice']:.4f} vs infer path {infer_dice:.4f}")
+    assert 0.2 < infer_dice < 1.0  # a real, imperfect segmentation
+    assert res["metrics"]["volume3d_dice"] == pytest.approx(infer_dice, abs=2e-3)  # float16 store pixels
+
+
+def test_volume3d_is_refused_on_a_slab_store(tmp_path):
+    from sam_mix_monai.engines.evaluate import evaluate_dataset
+    from tests.inference.tiny_model import tiny_checkpoint
+
+    _, _, store = _one_case_store(tmp_path, 0.5)
+    net, _, _ = load_checkpoint(tiny_checkpoint())
+    res = evaluate_dataset(net, store, "test", ["slice2d", "volume3d"], "cpu")
+    assert "volume3d_dice" not in res["metrics"] and "slice2d_dice" in res["metrics"]
+    assert "keep_rate 0.5" in res["refused"]["volume3d"]
+    assert "refused" in format_results({"test": res})

@@ -33,3 +33,16 @@ def test_check_data_names_the_key(tiny_phantom, tmp_path):
     raw = tiny_config(tiny_phantom[0], tmp_path, data={"n_labelled": 10_000})
     with pytest.raises(InputError, match="data.n_labelled: asked for 10000 labelled slices but only"):
         check_data(validate_config(raw), "x.yaml")
+
+
+def test_check_data_refuses_named_splits_of_an_original_layout_file(tmp_path):
+    import numpy as np
+
+    from sam_mix_monai.data.legacy import write_legacy_file
+
+    labels = np.zeros((6, 16, 16), np.int16)
+    labels[1:4, 4:10, 4:10] = 1
+    write_legacy_file(str(tmp_path / "orig.h5"), np.zeros((6, 16, 16), np.float32), labels)
+    cfg = validate_config(tiny_config(tmp_path / "orig.h5", tmp_path / "run", data={"n_labelled": None}))
+    with pytest.raises(InputError, match="data.train_split: .*one split"):
+        check_data(cfg, "c.yaml")  # before any training: train, val and test would be the same slices

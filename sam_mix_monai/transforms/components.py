@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from monai.transforms import KeepLargestConnectedComponent
+from monai.transforms.utils import generate_spatial_bounding_box
 from monai.utils import optional_import
 
 __all__ = ["keep_largest_component", "largest_component_by_slabs", "foreground_box", "MAX_BOX_VOXELS"]
@@ -33,15 +34,12 @@ _FULL = np.ones((3, 3, 3), dtype=bool)
 
 
 def foreground_box(mask: np.ndarray) -> tuple[slice, ...] | None:
-    """Tight bounding box of the non-zero voxels as slices, or ``None`` for an empty mask."""
-    box = []
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        hit = np.flatnonzero(mask.any(axis=other))
-        if hit.size == 0:
-            return None
-        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
-    return tuple(box)
+    """Tight bounding box of the non-zero voxels as slices (MONAI ``generate_spatial_bounding_box``),
+    or ``None`` for an empty mask."""
+    if not mask.any():
+        return None
+    start, end = generate_spatial_bounding_box(mask[None], select_fn=lambda x: x > 0)
+    return tuple(slice(int(a), int(b)) for a, b in zip(start, end))
 
 
 def _label(slab: np.ndarray) -> tuple[np.ndarray, int]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sam_mix_monai.inference import postprocess
-from sam_mix_monai.inference.postprocess import foreground_box, keep_largest_component, largest_component_by_slabs
+from sam_mix_monai.transforms import components as postprocess
+from sam_mix_monai.transforms.components import foreground_box, keep_largest_component, largest_component_by_slabs
 
 
 def _two_blobs() -> np.ndarray:
