@@ -41,6 +41,7 @@ from sam_mix_monai.engines.losses import SAMMixLoss
 from sam_mix_monai.engines.phantom_data import ensure_phantom_data
 from sam_mix_monai.engines.rundir import check_data, git_commit, prepare_run_dir
 from sam_mix_monai.engines.trainer import SAMMixTrainer
+from sam_mix_monai.networks.embedding_cache import attach_embedding_cache
 from sam_mix_monai.networks.registry import build_model
 from sam_mix_monai.utils.errors import InputError, PathLike
 from sam_mix_monai.utils.precision import resolve_precision
@@ -165,6 +166,10 @@ def build_training(cfg: ExperimentConfig, run_dir: PathLike, resume: bool = Fals
     else:
         torch.manual_seed(tc.seed)
     model = build_model(cfg.model)
+    if hasattr(model, "sam") and cfg.model.resolved_encoder_mode() == "frozen":  # encoder once per distinct slice
+        attach_embedding_cache(model.sam, cfg.model.embedding_cache_mb, cfg.model.embedding_cache_dir)
+        if cfg.augment.labelled:
+            logger.warning("encoder_mode frozen with augment.labelled: augmented labelled views miss the embedding cache")
     record = RunRecord(cfg.model.model_dump(mode="json"), cfg.model_dump(mode="json"), __version__, git_commit())
     job = TrainingJob(cfg, run_dir, device, model.to(device), model, record=record, precision=precision)
     job.history = MetricsHistory(run_dir, title=cfg.name)

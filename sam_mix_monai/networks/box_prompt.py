@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from segment_anything.modeling import Sam
 
 from sam_mix_monai.networks.decoding import decode_paired, select_best_mask
+from sam_mix_monai.networks.embedding_cache import encode_images
 from sam_mix_monai.networks.sam_builder import preprocess_gray
 
 __all__ = ["PreparedSlice", "BoxMask", "prepare_sam_slice", "scale_box", "encode_slices", "predict_box_mask"]
@@ -150,7 +151,7 @@ def encode_slices(sam: Sam, slices: Sequence[PreparedSlice], batch_size: int = 8
     for i in range(0, len(slices), batch_size):
         chunk = slices[i : i + batch_size]
         x = torch.cat([p.image for p in chunk]).to(device)
-        emb = sam.image_encoder(_masked_input(sam, x, chunk))
+        emb = encode_images(sam, _masked_input(sam, x, chunk))
         for p, e in zip(chunk, emb):
             p.embedding = e[None]
     return list(slices)

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from segment_anything.modeling import MaskDecoder, Sam
 
+from sam_mix_monai.networks.embedding_cache import encode_images
 from sam_mix_monai.networks.sam_builder import preprocess_gray
 
 __all__ = ["decode_paired", "select_best_mask", "sam_forward", "sam_encode", "sam_decode"]
@@ -108,7 +109,7 @@ def sam_forward(
 
 def sam_encode(sam: Sam, image: torch.Tensor) -> torch.Tensor:
     """Image embeddings (B, C, h, w) of (B, 1, S, S) gray slices in [0, 1] (the first half of :func:`sam_forward`)."""
-    return sam.image_encoder(preprocess_gray(sam, image))
+    return encode_images(sam, preprocess_gray(sam, image))  # via sam.embedding_cache when attached
 
 
 def sam_decode(

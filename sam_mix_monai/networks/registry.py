@@ -33,7 +33,7 @@ from sam_mix_monai.networks.baselines import SAMPP, UNET_CHANNELS, UNetSeg
 from sam_mix_monai.networks.checkpoint import load_sam_checkpoint
 from sam_mix_monai.networks.classifier import build_classifier
 from sam_mix_monai.networks.lite_medsam import LITE_IMAGE_SIZE, packaged_lite_medsam_checkpoint
-from sam_mix_monai.networks.lora import configure_encoder
+from sam_mix_monai.networks.lora import configure_encoder, resolve_encoder_mode
 from sam_mix_monai.networks.sam_builder import FAMILY_PIXEL_NORM, build_sam
 from sam_mix_monai.networks.sam_mix import SAMMix
 
@@ -73,7 +73,12 @@ class ModelConfig(BaseModel):
         fallback_box_fraction: side fraction of the central box used when the CAM mask is empty.
         prompts: ``box+mask`` (SAM-Mix), ``box`` or ``mask`` (ablations).
         lora_rank, lora_alpha: LoRA on the encoder's q and v.
-        encoder_mode: ``auto`` (``lora`` with a checkpoint, else ``full``), ``lora``, ``full``, ``frozen``.
+        encoder_mode: ``auto`` (``lora`` when pretrained, else ``full``), ``lora`` (the paper's: LoRA r on
+            q/v, rest frozen), ``full``, ``frozen`` (nothing in the encoder trains; a training run
+            caches each slice's embedding, see :mod:`.embedding_cache`).
+        embedding_cache_mb: memory cap of that cache in a ``frozen`` training run (0: no cache);
+            LiteMedSAM embeddings take 4 MiB per slice.
+        embedding_cache_dir: also keep that cache on disk there (shared by the runs of a study).
         checkpoint: SAM / MedSAM / LiteMedSAM checkpoint file (``None``: the packaged LiteMedSAM
             weights for ``lite_medsam``, random initialisation otherwise).
     """
@@ -100,6 +105,8 @@ class ModelConfig(BaseModel):
     lora_rank: int = Field(8, ge=1)
     lora_alpha: float = Field(8.0, gt=0.0)
     encoder_mode: Literal["auto", "lora", "full", "frozen"] = "auto"
+    embedding_cache_mb: int = Field(2048, ge=0)
+    embedding_cache_dir: str | None = None
     checkpoint: str | None = None
 
     @field_validator("image_size")
@@ -138,6 +145,10 @@ class ModelConfig(BaseModel):
     def pretrained(self) -> bool:
         """Whether the SAM branch starts from pretrained weights (a checkpoint, or packaged LiteMedSAM)."""
         return self.checkpoint is not None or self.size == "lite_medsam"
+
+    def resolved_encoder_mode(self) -> str:
+        """``encoder_mode`` with ``auto`` resolved (see :func:`.lora.resolve_encoder_mode`)."""
+        return resolve_encoder_mode(self.encoder_mode, self.pretrained)
 
     def sam_weights(self) -> str | None:
         """The SAM weight file to load: ``checkpoint``, else the packaged LiteMedSAM file, else ``None``."""
