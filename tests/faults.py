@@ -159,3 +159,20 @@ def small_disk(tmp_path):
     disk = SmallDisk(tmp_path / "disk")
     yield disk
     disk.close()
+
+
+def write_store(path: Path, size: int = 64, n: int = 6, splits=("train", "train", "train", "val", "test")) -> Path:
+    """A small valid slice store: one case per entry of ``splits``, ``n`` slices each, a bright square 'liver'."""
+    from sam_mix_monai.data.h5store import CaseSlices, SliceStoreWriter
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    with SliceStoreWriter(path, size, {"window_center": 40.0, "window_width": 400.0}) as w:
+        for c, split in enumerate(splits):
+            mask = np.zeros((n, size, size), np.uint8)
+            for k in range(1, n - 1):
+                mask[k, size // 4 : size // 2 + c, size // 4 + k : 3 * size // 4] = 1
+            image = np.clip(0.2 + 0.5 * mask + rng.normal(0, 0.05, mask.shape), 0, 1).astype(np.float32)
+            w.append(CaseSlices(f"case{c}", "synthetic", image, mask, mask.reshape(n, -1).max(1), np.arange(n),
+                                np.array((0.8, 0.8, 2.5), np.float32), np.eye(4), (size, size, n)), split=split)
+    return path

@@ -34,10 +34,11 @@ def run(args: argparse.Namespace) -> int:
 
     from sam_mix_monai import __version__
     from sam_mix_monai.inference import load_bundle, load_checkpoint
-    from sam_mix_monai.inference.export import check_export, default_check_batch, export_network, export_summary
+    from sam_mix_monai.inference.export import (check_export, default_check_batch, export_network, export_summary,
+                                                require_finite_outputs)
     from sam_mix_monai.inference.loading import bundle_network
     from sam_mix_monai.networks import SAMMixInference
-    from sam_mix_monai.utils.atomic import check_writable_dir
+    from sam_mix_monai.utils.atomic import check_writable_dir, output_set
 
     check_writable_dir(Path(args.output).parent)
     if args.checkpoint:
@@ -55,8 +56,11 @@ def run(args: argparse.Namespace) -> int:
     size = wrapper.net.image_size
     meta.update(sam_mix_monai_version=__version__, input="image (B,1,S,S) windowed CT in [0,1]",
                 output="pred (B,1,S,S) mask logits; liver-free slices -1e4", image_size=size)
-    path = export_network(wrapper, args.format, args.output, size, meta=meta)
-    check = check_export(path, args.format, wrapper, default_check_batch(size))
+    batch = default_check_batch(size)
+    require_finite_outputs(wrapper, batch, args.checkpoint or args.bundle)
+    with output_set() as pending:  # the file appears only once its check passed
+        path = export_network(wrapper, args.format, args.output, size, meta=meta)
+        check = check_export(pending[-1][0], args.format, wrapper, batch)
     print(f"wrote {path} ({args.format}); vs eager: {export_summary(check)}")
     if check.max_abs_diff > args.tolerance:
         print(f"sam-mix export: warning: difference {check.max_abs_diff:.2e} exceeds --tolerance {args.tolerance:g}")

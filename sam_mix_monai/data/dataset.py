@@ -29,7 +29,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from sam_mix_monai.data.h5store import SPLIT_NAMES, open_store
+from sam_mix_monai.data.h5store import FORMAT_NAME, SPLIT_NAMES, open_store
+from sam_mix_monai.data.store_checks import check_finite_sample, sample_rows, validate_store
 from sam_mix_monai.data.legacy import is_legacy_file, legacy_slice_names, legacy_to_unit
 from sam_mix_monai.utils.errors import InputError, PathLike
 
@@ -43,7 +44,8 @@ class SliceTable:
         path: an HDF5 file in this project's layout or the original SAM-Mix layout.
 
     Raises:
-        InputError: missing or unreadable file, or an unknown layout.
+        InputError: missing or unreadable file, an unknown layout, or a store failing
+            :func:`~.store_checks.validate_store` (named store and dataset).
     """
 
     def __init__(self, path: PathLike) -> None:
@@ -62,7 +64,11 @@ class SliceTable:
                 self.case_ids = np.array(["legacy"] * n, dtype=object)  # no case ids, no spacing: no volume3d
                 self.slice_index = np.array([int(k[5:]) for k in self.names], np.int64)
                 self.spacing = np.full((n, 3), np.nan, np.float32)
-            elif "image" in f and "mask" in f:
+                rows = sample_rows(n)
+                check_finite_sample(np.stack([f[self.names[r]]["Slice"][()].astype(np.float32) for r in rows]) if n
+                                    else np.zeros((0, 1)), self.path, "Slice{i}/Slice", rows)
+            elif "image" in f or "mask" in f or f.attrs.get("format") == FORMAT_NAME:
+                validate_store(f, self.path)
                 self.labels = f["label"][()]
                 self.splits = f["split"][()].astype(np.int8)
                 self.case_ids = f["case_id"].asstr()[()].astype(object)

@@ -69,6 +69,8 @@ def launch(fn: Callable[..., Any], *args: Any, nproc_per_node: int | None = None
             parallel.run(_run_then_release, fn, False, *args)
     else:
         with idist.Parallel(backend=None) as parallel:
+            if logging.getLogger("sam_mix_monai").getEffectiveLevel() > logging.INFO:  # sam-mix -q
+                logging.getLogger("ignite.distributed.launcher.Parallel").setLevel(logging.WARNING)  # "Run ... in 1 processes"
             parallel.run(fn, *args)
 
 

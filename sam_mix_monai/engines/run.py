@@ -103,7 +103,12 @@ class TrainingJob:
         """Train (unless ``train.epochs`` is 0), then evaluate the best checkpoint on the test sets."""
         t0 = time.perf_counter()
         if self.trainer is not None:
-            self.trainer.run()
+            try:
+                self.trainer.run()
+            except InputError as e:
+                if e.path is not None:
+                    raise
+                raise InputError(self.run_dir, f"training stopped: {e.problem}; {self._kept()}") from e
         elif self.record is not None:  # nothing to train (e.g. SAM-PP-0): the network as it is is the run's model
             AtomicSaver(self.run_dir, BEST)({"network": self.model.state_dict(), "config": self.record.state_dict()}, BEST)
         train_seconds = time.perf_counter() - t0
@@ -112,6 +117,13 @@ class TrainingJob:
             self.history.set_result("timing", {"train_seconds": round(train_seconds, 1),
                                                "total_seconds": round(time.perf_counter() - t0, 1)})
         return results
+
+    def _kept(self) -> str:
+        last = self.run_dir / LAST
+        done = self.trainer.state.epoch - 1 if self.trainer is not None else 0
+        if last.is_file() and done > 0:
+            return f"the last good checkpoint is kept: {last} (epoch {done})"
+        return "no checkpoint was written (it failed in the first epoch)"
 
     def final_evaluation(self) -> dict[str, Any]:
         """Evaluate the best weights (by validation Dice; the last ones without validation)."""

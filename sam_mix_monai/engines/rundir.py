@@ -26,10 +26,12 @@ from sam_mix_monai.data.dataset import SliceTable
 from sam_mix_monai.engines.config import ExperimentConfig, dump_config, load_config
 from sam_mix_monai.engines.handlers.checkpoint import LAST
 from sam_mix_monai.engines.handlers.history import METRICS_FILE
+from sam_mix_monai.networks.checkpoint import check_finite, safe_torch_load
 from sam_mix_monai.utils.atomic import atomic_output, check_writable_dir
 from sam_mix_monai.utils.errors import InputError, PathLike
 
-__all__ = ["CONFIG_FILE", "RUN_FILE", "git_commit", "check_data", "prepare_run_dir", "resume_config", "provenance"]
+__all__ = ["CONFIG_FILE", "RUN_FILE", "git_commit", "check_data", "prepare_run_dir", "check_resumable", "resume_config",
+           "provenance"]
 
 CONFIG_FILE = "config.yaml"
 RUN_FILE = "run.json"
@@ -76,6 +78,14 @@ def check_data(cfg: ExperimentConfig, source: PathLike | None) -> None:
     for i, cd in enumerate(cfg.evaluate.cross_domain):
         if not Path(cd.path).is_file():
             raise InputError(source, f"evaluate.cross_domain.{i}.path: HDF5 file not found: {cd.path}")
+    # The stores themselves (layout, lengths, sizes, NaN): their errors name the store and dataset,
+    # so that a broken store is not blamed on data.train_split or data.n_labelled below.
+    for key, path in [("data.path", cfg.data.path)] + [(f"evaluate.cross_domain.{i}.path", cd.path)
+                                                       for i, cd in enumerate(cfg.evaluate.cross_domain)]:
+        try:
+            SliceTable(path)
+        except InputError as e:
+            raise InputError(e.path, f"{e.problem} ({key} of {source})" if source else e.problem) from None
     d = cfg.data
     for key, split in (("train_split", d.train_split), ("val_split", d.val_split), ("test_split", d.test_split)):
         if split is not None:
@@ -100,9 +110,12 @@ def prepare_run_dir(cfg: ExperimentConfig, resume: bool, world_size: int = 1) ->
     """Create (or check, when resuming) the run directory and write the config and provenance.
 
     Raises:
-        InputError: a fresh run in a directory that already holds one (without ``output.overwrite``).
+        InputError: a fresh run in a directory that already holds one (without ``output.overwrite``),
+            or a resumed run without a loadable ``last.pt`` (:func:`check_resumable`; nothing is written then).
     """
     run_dir = Path(cfg.output.dir)
+    if resume:
+        check_resumable(run_dir)
     if not resume and ((run_dir / LAST).exists() or (run_dir / METRICS_FILE).exists()):
         if not cfg.output.overwrite:
             raise InputError(run_dir, "run directory already holds a run; resume it with --resume, "
@@ -122,6 +135,32 @@ def prepare_run_dir(cfg: ExperimentConfig, resume: bool, world_size: int = 1) ->
     with atomic_output(run_dir / RUN_FILE) as tmp:
         tmp.write_text(json.dumps(runs + [provenance(world_size)], indent=1))
     return run_dir
+
+
+#: Entries of a resumable checkpoint (:func:`~sam_mix_monai.engines.handlers.last_checkpoint`).
+RESUME_KEYS = ("network", "optimizer", "trainer")
+
+
+def check_resumable(run_dir: PathLike) -> None:
+    """Require a complete, safe and finite ``last.pt`` in a run directory to resume.
+
+    Resuming without one would start the run again and overwrite its ``best.pt``.
+
+    Raises:
+        InputError: ``last.pt`` missing, truncated or corrupt, refused (its pickle would run code),
+            lacking the training state, or holding NaN / infinite weights.
+    """
+    last = Path(run_dir) / LAST
+    if not last.is_file():
+        raise InputError(last, "no checkpoint to resume from (the run ended before its first epoch did?); nothing "
+                               "was changed: start it again with --config and --set output.overwrite=true")
+    ckpt = safe_torch_load(last)
+    lacking = [k for k in RESUME_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    if lacking:
+        raise InputError(last, f"not a resumable checkpoint (lacks {', '.join(lacking)}): written by another tool?")
+    if not isinstance(ckpt["network"], dict):
+        raise InputError(last, "checkpoint entry 'network' is not a state dict")
+    check_finite(ckpt["network"], last)
 
 
 def resume_config(run_dir: PathLike, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:

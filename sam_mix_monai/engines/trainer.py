@@ -13,7 +13,9 @@ Each iteration (one optimiser step):
    slices supervise the weak view too (class-balanced); optionally the weak view's mask (warped with
    the strong geometry) supervises the strong view's mask.
 
-The two losses are summed and back-propagated once. Every random draw of an iteration comes from
+The two losses are summed and back-propagated once; a NaN or infinite total stops training before
+the optimiser step (:class:`~sam_mix_monai.utils.errors.InputError` without a path, which the run
+reports with its directory and last good checkpoint). Every random draw of an iteration comes from
 seeds derived from ``(seed, iteration)``, so a run resumed at an epoch boundary repeats the
 uninterrupted one exactly (on CPU), and K processes draw the views of the global batch that one
 process would (the K per-rank batches of a step together are the one-process batch). Precision: ``fp32``, ``fp16``
@@ -38,6 +40,7 @@ from torch.utils.data import DataLoader
 from sam_mix_monai.engines.augment import WeakStrongAugment
 from sam_mix_monai.engines.batch import classify, network_size, prepare_slices, resize_batch, run_network, unwrap
 from sam_mix_monai.engines.losses import SAMMixLoss, consistency_loss, fixmatch_loss, masked_cross_entropy
+from sam_mix_monai.utils.errors import InputError
 from sam_mix_monai.utils.precision import autocast, normalize_precision
 
 __all__ = ["SAMMixTrainer"]
@@ -240,6 +243,10 @@ class SAMMixTrainer(SupervisedTrainer):
             if self.unlabelled_data_loader is not None:
                 terms.update(self._unlabelled_terms(engine, it))
             total = loss.total(terms)
+        if not bool(torch.isfinite(total.detach())):  # stop before the step: the weights stay the last good ones
+            bad = ", ".join(f"{k} {float(v):g}" for k, v in terms.items() if not bool(torch.isfinite(v.detach())))
+            raise InputError(None, f"loss is {float(total):g} at epoch {engine.state.epoch}, iteration {it}"
+                                   + (f" ({bad})" if bad else ""))
         engine.state.output[Keys.LOSS] = total
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
         self.grad_scaler.scale(total).backward()

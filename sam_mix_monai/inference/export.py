@@ -39,6 +39,7 @@ __all__ = [
     "default_check_batch",
     "export_network",
     "export_summary",
+    "require_finite_outputs",
     "run_exported",
 ]
 
@@ -143,15 +144,32 @@ def check_export(path: PathLike, fmt: Format, network: nn.Module, image: torch.T
 
     Returns:
         The agreement (pixels gated in both count as equal).
+
+    Raises:
+        InputError: the exported model's outputs are not finite.
     """
     with torch.no_grad():
         eager = network.cpu().eval()(image)
     exported = run_exported(path, fmt, image)
+    if not bool(torch.isfinite(exported).all()):
+        raise InputError(path, "the exported model gives NaN or infinite outputs on the check batch: refused")
     live = (eager > -1.0e3) | (exported > -1.0e3)
     diff = (eager - exported).abs()
     max_diff = float(diff[live].max()) if bool(live.any()) else 0.0
     agree = float(((eager > 0) == (exported > 0)).float().mean())
     return ExportCheck(max_abs_diff=max_diff, mask_agreement=agree, batch=int(image.shape[0]))
+
+
+def require_finite_outputs(network: nn.Module, image: torch.Tensor, source: PathLike | None) -> None:
+    """Refuse to export a network whose outputs on ``image`` hold NaN or infinite values.
+
+    Raises:
+        InputError: naming ``source`` (the checkpoint or bundle).
+    """
+    with torch.no_grad():
+        out = network.cpu().eval()(image)
+    if not bool(torch.isfinite(out).all()):
+        raise InputError(source, "the network gives NaN or infinite outputs on the check batch: refused (nothing written)")
 
 
 def default_check_batch(image_size: int, batch: int = 3, seed: int = 0) -> torch.Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from sam_mix_monai.engines.config import validate_config
 from sam_mix_monai.engines.rundir import check_data, prepare_run_dir, provenance, resume_config
@@ -20,6 +21,11 @@ def test_prepare_and_resume_config(tiny_phantom, tmp_path):
     assert resume_config(run, ["train.epochs=5"]).train.epochs == 5
     assert json.loads((run / "run.json").read_text())[0]["version"] == provenance()["version"]
     (run / "last.pt").write_bytes(b"x")
+    with pytest.raises(InputError, match="already holds a run"):
+        prepare_run_dir(cfg, resume=False)
+    with pytest.raises(InputError, match="last.pt: not a readable PyTorch checkpoint"):
+        prepare_run_dir(cfg, resume=True)
+    torch.save({"network": {"w": torch.zeros(1)}, "optimizer": {}, "trainer": {}}, run / "last.pt")
     with pytest.raises(InputError, match="already holds a run"):
         prepare_run_dir(cfg, resume=False)
     prepare_run_dir(cfg, resume=True)  # resuming appends a provenance record

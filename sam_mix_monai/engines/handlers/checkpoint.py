@@ -23,7 +23,7 @@ from ignite.engine import Engine
 from ignite.handlers import Checkpoint
 
 from sam_mix_monai.utils.atomic import atomic_output
-from sam_mix_monai.utils.errors import PathLike
+from sam_mix_monai.utils.errors import InputError, PathLike
 
 __all__ = ["AtomicSaver", "RunRecord", "best_checkpoint", "last_checkpoint", "LAST", "BEST"]
 
@@ -46,6 +46,13 @@ class AtomicSaver:
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
         if idist.get_rank() != 0:
             return
+        state = checkpoint.get("network")
+        if isinstance(state, Mapping):  # never replace a good checkpoint with diverged weights
+            bad = [k for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
+                   and not bool(torch.isfinite(v).all())]
+            if bad:
+                raise InputError(None, f"weights became NaN or infinite ({len(bad)} tensors, e.g. {bad[0]}); "
+                                       f"{self.filename or filename} was not overwritten")
         with atomic_output(self.dirname / (self.filename or filename)) as tmp:
             torch.save(checkpoint, tmp)
 
