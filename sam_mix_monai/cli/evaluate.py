@@ -1,4 +1,4 @@
-"""``sam-mix evaluate``: evaluate a training checkpoint on a slice store."""
+"""``sam-mix evaluate``: evaluate a training checkpoint, or a zero-shot pretrained SAM, on a slice store."""
 
 from __future__ import annotations
 
@@ -15,9 +15,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "evaluate",
         help="evaluate a checkpoint (slice2d: per-slice Dice/HD in pixels; volume3d: 3D Dice/HD95 in mm)",
         description="Evaluate a training checkpoint on an HDF5 slice store. The checkpoint carries its model "
-                    "configuration, so nothing else is needed.",
+                    "configuration, so nothing else is needed. --zero-shot rows evaluate the packaged pretrained "
+                    "LiteMedSAM with no training: sam_pp_0 (SAM-PP-0, the image centre as point prompt) and "
+                    "oracle_box ('SAM, oracle box': the reference mask's tight box per slice, an upper bound).",
     )
-    p.add_argument("--checkpoint", required=True, help="best.pt or last.pt of a run")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--checkpoint", help="best.pt or last.pt of a run")
+    what.add_argument("--zero-shot", action="append", choices=("sam_pp_0", "oracle_box"), dest="zero_shot",
+                      help="a zero-shot row (repeatable); --set model.KEY=VALUE picks another SAM (e.g. model.size)")
     p.add_argument("--data", required=True, help="HDF5 slice store (sam-mix convert output)")
     p.add_argument("--protocol", action="append", choices=("slice2d", "volume3d"),
                    help="evaluation protocol (repeatable; default slice2d)")
@@ -27,14 +32,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", help="also write the results to this JSON file")
     p.add_argument("--set", action="append", default=[], metavar="model.KEY=VALUE",
                    help="change a prompt switch of the checkpoint's model (repeatable): cam_component, "
-                        "cam_threshold, cls_threshold, box_refine, box_margin, fallback_box_fraction")
+                        "cam_threshold, cls_threshold, box_refine, box_margin, fallback_box_fraction; "
+                        "with --zero-shot: any model key")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate and print a table (and the per-case volume metrics)."""
     from sam_mix_monai.engines.config import apply_overrides
-    from sam_mix_monai.engines.evaluate import evaluate_checkpoint, format_results
+    from sam_mix_monai.engines.evaluate import evaluate_checkpoint, evaluate_zero_shot, format_results
     from sam_mix_monai.engines.handlers.history import json_safe
 
     if args.batch_size < 1:
@@ -46,12 +52,21 @@ def run(args: argparse.Namespace) -> int:
     sets = apply_overrides({}, args.set)
     if set(sets) - {"model"}:
         raise InputError("--set", "only model.* prompt switches can be changed at evaluation")
-    res = evaluate_checkpoint(args.checkpoint, args.data, protocols, split, args.device, args.batch_size,
-                              sets.get("model", {}))
-    print(format_results({f"{args.split}": res}))
-    for row in res["volume3d_cases"]:
-        print(f"  {row['case_id']:<16} slices {row['slices']:>4}  Dice {row['dice']:.4f}  HD95 {row['hd95_mm']:.2f} mm")
+    if args.zero_shot:
+        results = {}
+        for row in dict.fromkeys(args.zero_shot):
+            res = evaluate_zero_shot(row, args.data, protocols, split, args.device, args.batch_size, sets.get("model", {}))
+            results[f"{res['row']} ({args.split})"] = res
+    else:
+        res = evaluate_checkpoint(args.checkpoint, args.data, protocols, split, args.device, args.batch_size,
+                                  sets.get("model", {}))
+        results = {f"{args.split}": res}
+    print(format_results(results))
+    for name, res in results.items():
+        for row in res["volume3d_cases"]:
+            prefix = f"{name}: " if len(results) > 1 else ""
+            print(f"  {prefix}{row['case_id']:<16} slices {row['slices']:>4}  Dice {row['dice']:.4f}  HD95 {row['hd95_mm']:.2f} mm")
     if args.output:
         with atomic_output(args.output) as tmp:
-            tmp.write_text(json.dumps(json_safe(res), indent=1))
+            tmp.write_text(json.dumps(json_safe(results if args.zero_shot else res), indent=1))
     return 0

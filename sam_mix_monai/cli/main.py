@@ -25,7 +25,6 @@ from sam_mix_monai.utils.errors import InputError
 COMMANDS = (
     "phantom",
     "convert",
-    "pretrain",
     "train",
     "evaluate",
     "infer",

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sam_mix_monai.networks.baselines import interior_point, random_point_in_mask
+from sam_mix_monai.networks.cam import mask_to_box
 from sam_mix_monai.networks.classifier import liver_probability
 
 __all__ = ["POINT_RULES", "unwrap", "network_size", "prepare_slices", "run_network", "classify", "predict_masks",
@@ -89,9 +90,10 @@ def run_network(
     """Forward any of the project's networks.
 
     Args:
-        net: SAM-Mix, U-Net or SAM-PP (possibly wrapped in DDP).
+        net: SAM-Mix, U-Net, SAM-PP or the oracle-box SAM (possibly wrapped in DDP).
         image: (B, 1, H, W) slices.
-        mask: ground truth: SAM-PP's training point (and its ``oracle`` test point) comes from it.
+        mask: ground truth: SAM-PP's training point (and its ``oracle`` test point) comes from it, and
+            the oracle-box SAM's box.
         training: training point rule (a random foreground pixel; the centre of a liver-free slice).
         generator: random generator of the training point.
         point: test-time point rule, one of :data:`POINT_RULES`.
@@ -111,6 +113,11 @@ def run_network(
         else:
             pts = centre_point(image)
         return net(image, pts.to(image.device))
+    if getattr(unwrap(net), "box_prompted", False):  # the oracle-box upper bound: the reference's tight box
+        if mask is None:
+            raise ValueError("a box-prompted (oracle box) network needs the ground-truth mask")
+        boxes, empty = mask_to_box(mask)
+        return net(image, boxes, ~empty)
     return net(image)
 
 

@@ -26,7 +26,7 @@ from sam_mix_monai.engines.loaders import evaluation_loader
 from sam_mix_monai.networks.run_checkpoint import load_checkpoint
 from sam_mix_monai.utils.errors import InputError, PathLike
 
-__all__ = ["evaluate_dataset", "evaluate_checkpoint", "format_results"]
+__all__ = ["ZERO_SHOT", "evaluate_zero_shot", "evaluate_dataset", "evaluate_checkpoint", "format_results"]
 
 
 def evaluate_dataset(
@@ -105,6 +105,49 @@ def evaluate_checkpoint(
     net, cfg, _ = load_checkpoint(checkpoint, dev, prompt_overrides=prompt_overrides)
     res = evaluate_dataset(net, data, split, protocols, dev, batch_size)
     res.update(checkpoint=str(checkpoint), model=cfg.model_dump(mode="json"))
+    return res
+
+
+#: The zero-shot rows ``sam-mix evaluate --zero-shot`` runs: the packaged LiteMedSAM with no training.
+ZERO_SHOT = {
+    "sam_pp_0": ("SAM-PP-0", "sam_pp"),  # one point per slice, the image centre (no reference read)
+    "oracle_box": ("SAM, oracle box", "sam_box"),  # the reference's tight box per slice (upper bound)
+}
+
+
+def evaluate_zero_shot(
+    row: str,
+    data: PathLike,
+    protocols: Sequence[str] = ("slice2d",),
+    split: str | None = "test",
+    device: str = "auto",
+    batch_size: int = 16,
+    model: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Evaluate a pretrained SAM with no segmentation training (one process): a key of :data:`ZERO_SHOT`.
+
+    Args:
+        row: ``sam_pp_0`` (SAM-PP-0: centre point) or ``oracle_box`` ("SAM, oracle box").
+        data, protocols, split, device, batch_size: as :func:`evaluate_checkpoint`.
+        model: further :class:`~sam_mix_monai.networks.registry.ModelConfig` keys (default: the packaged
+            LiteMedSAM, ``size: lite_medsam``; e.g. ``size: vit_b`` with a ``checkpoint``).
+
+    Returns:
+        The result of :func:`evaluate_dataset`, plus ``row`` (its title) and ``model``.
+    """
+    from sam_mix_monai.networks.registry import ModelConfig, build_model
+
+    if row not in ZERO_SHOT:
+        raise InputError("--zero-shot", f"unknown row {row!r} (one of {', '.join(ZERO_SHOT)})")
+    title, name = ZERO_SHOT[row]
+    try:
+        cfg = ModelConfig(**{"encoder_mode": "frozen", **(model or {}), "name": name})
+    except ValueError as e:
+        raise InputError("--set", str(e).splitlines()[0]) from None
+    dev = resolve_device(device)
+    net = build_model(cfg).to(dev).eval()
+    res = evaluate_dataset(net, data, split, protocols, dev, batch_size)
+    res.update(row=title, model=cfg.model_dump(mode="json"))
     return res
 
 

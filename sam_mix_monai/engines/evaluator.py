@@ -2,9 +2,10 @@
 
 Prediction: ``sigmoid(mask_logits) > 0.5`` at the stored slice resolution, with the slices the
 classifier calls liver-free emptied (class logits, ``cls_threshold``; the classification metrics use
-the same threshold). Nothing reads the reference mask to form a prediction: SAM-PP is prompted with
-the image centre on every slice (``point_prompt="centre"``). ``point_prompt="oracle"`` (the
-interior-most reference pixel) exists only for an explicitly named upper-bound row.
+the same threshold). Nothing reads the reference mask to form a prediction, except the explicitly
+named upper-bound rows: SAM-PP is prompted with the image centre on every slice
+(``point_prompt="centre"``); ``point_prompt="oracle"`` (the interior-most reference pixel) and the
+oracle-box SAM (``sam_box``: the reference's tight box per slice) exist only as upper-bound rows.
 Networks that prompt SAM with a box (SAM-Mix) also get the box metrics of
 :mod:`~sam_mix_monai.engines.box_quality` (``box_iou``, ``box_iou50``, ``box_centroid``).
 
@@ -79,7 +80,8 @@ class SAMMixEvaluator(SupervisedEvaluator):
         mask = target["mask"]
         engine.network.eval()
         with torch.no_grad(), autocast(self.precision, engine.state.device):
-            reference = mask if self.point_prompt == "oracle" else None  # the oracle row alone reads it
+            oracle = self.point_prompt == "oracle" or getattr(unwrap(engine.network), "box_prompted", False)
+            reference = mask if oracle else None  # the oracle rows alone read it
             out = run_network(engine.network, image, reference, training=False, point=self.point_prompt)
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         pred = predict_masks(out, self.cls_threshold)

@@ -152,23 +152,6 @@ def select_cells(cells: Sequence[Cell], patterns: Sequence[str]) -> list[Cell]:
     return [c for c in cells if any(fnmatch.fnmatchcase(c.name, p) or fnmatch.fnmatchcase(c.row, p) for p in patterns)]
 
 
-def _prepare_pretrained(study: StudyConfig, configs: dict[str, ExperimentConfig], cells: Sequence[Cell]) -> None:
-    """Make the study's phantom-pretrained SAM when a cell still to run needs it and it is missing."""
-    spec = study.sam_pretrain
-    if spec is None or Path(spec.out).is_file():
-        return
-    needed = [c for c in cells if job_state(c.run_dir) != "done" and configs[c.name].model.checkpoint is not None
-              and Path(configs[c.name].model.checkpoint).resolve() == Path(spec.out).resolve()]
-    if needed:
-        from sam_mix_monai.engines.sam_pretrain import pretrain_to_file
-
-        logger.info("study: pretraining the compact SAM on phantom organs -> %s (%d steps)", spec.out, spec.steps)
-        doc = pretrain_to_file(spec.out, cases=spec.cases, image_size=spec.image_size, steps=spec.steps,
-                               seed=spec.seed, data_seed=spec.data_seed, progress=False)
-        logger.info("study: pretrained in %.0f s, held-out organ Dice (box) %.3f", doc["seconds"],
-                    (doc.get("heldout") or {}).get("dice_box", float("nan")))
-
-
 def _prepare_data(configs: dict[str, ExperimentConfig], cells: Sequence[Cell], source: Path | None) -> None:
     """Generate the phantom cohorts once (not in every child at the same time), then check the data."""
     from sam_mix_monai.engines.phantom_data import ensure_phantom_data
@@ -217,7 +200,6 @@ def run_study(study: StudyConfig, workers: int | None = None, threads: int | Non
     results: dict[str, JobResult] = {}
     chosen = select_cells(cells, only)
     if not aggregate_only:
-        _prepare_pretrained(study, configs, chosen)
         _prepare_data(configs, chosen, study.source)
         jobs = [TrainJob(c.name, study.base_path, c.run_dir, c.overrides) for c in chosen]
         todo = sum(job_state(c.run_dir) != "done" for c in chosen)

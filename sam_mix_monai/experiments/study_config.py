@@ -119,20 +119,6 @@ class StudyOutput(_Strict):
     dir: Path = Path("runs/study")
 
 
-class SamPretrainSpec(_Strict):
-    """A compact SAM pretrained on the phantom's other organs before the cells run (``sam-mix pretrain``).
-
-    The cells that use it name the same file in ``model.checkpoint``; it is made once, when missing.
-    """
-
-    out: Path
-    image_size: int = Field(128, ge=64)
-    steps: int = Field(600, ge=1)
-    cases: int = Field(20, ge=2)
-    seed: int = Field(0, ge=0)
-    data_seed: int = Field(1000, ge=0)
-
-
 class StudyConfig(_Strict):
     """A comparison study: models × labelled-slice counts × seeds, all derived from one base config.
 
@@ -148,7 +134,6 @@ class StudyConfig(_Strict):
         workers: cells trained at the same time (processes).
         threads: CPU threads per cell (``train.num_threads``).
         output: where to write.
-        sam_pretrain: a phantom-pretrained compact SAM to make before the cells run (``None``: none).
     """
 
     name: str = "study"
@@ -162,7 +147,6 @@ class StudyConfig(_Strict):
     workers: int = Field(1, ge=1)
     threads: int = Field(1, ge=1)
     output: StudyOutput = StudyOutput()
-    sam_pretrain: SamPretrainSpec | None = None
 
     _base_path: Path | None = PrivateAttr(None)
     _source: Path | None = PrivateAttr(None)

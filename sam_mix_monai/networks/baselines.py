@@ -25,7 +25,7 @@ from torch import nn
 
 from sam_mix_monai.networks.decoding import sam_forward
 
-__all__ = ["UNetSeg", "SAMPP", "random_point_in_mask", "interior_point"]
+__all__ = ["UNetSeg", "PromptedSAM", "SAMPP", "random_point_in_mask", "interior_point"]
 
 UNET_CHANNELS = {"compact": (8, 16, 32, 64), "default": (16, 32, 64, 128, 256)}
 
@@ -58,7 +58,24 @@ class UNetSeg(nn.Module):
         return {"mask_logits": self.unet(image)}
 
 
-class SAMPP(nn.Module):
+class PromptedSAM(nn.Module):
+    """A SAM alone, prompted per slice by the engines (base of :class:`SAMPP` and ``SAMBox``).
+
+    Args:
+        sam: SAM from :func:`.sam_builder.build_sam` (encoder mode already configured).
+    """
+
+    def __init__(self, sam: Sam) -> None:
+        super().__init__()
+        self.sam = sam
+
+    @property
+    def image_size(self) -> int:
+        """Square SAM input size."""
+        return int(self.sam.image_encoder.img_size)
+
+
+class SAMPP(PromptedSAM):
     """SAM prompted by one positive point per image ("SAM-PP").
 
     Args:
@@ -70,15 +87,6 @@ class SAMPP(nn.Module):
     """
 
     point_prompted = True
-
-    def __init__(self, sam: Sam) -> None:
-        super().__init__()
-        self.sam = sam
-
-    @property
-    def image_size(self) -> int:
-        """Square SAM input size."""
-        return int(self.sam.image_encoder.img_size)
 
     def forward(self, image: torch.Tensor, point: torch.Tensor) -> dict[str, torch.Tensor]:
         """Segment slices from one positive point each.

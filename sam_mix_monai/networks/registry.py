@@ -34,6 +34,7 @@ from sam_mix_monai.networks.checkpoint import load_sam_checkpoint
 from sam_mix_monai.networks.classifier import build_classifier
 from sam_mix_monai.networks.lite_medsam import LITE_IMAGE_SIZE, packaged_lite_medsam_checkpoint
 from sam_mix_monai.networks.lora import configure_encoder, resolve_encoder_mode
+from sam_mix_monai.networks.oracle_box import SAMBox
 from sam_mix_monai.networks.sam_builder import FAMILY_PIXEL_NORM, build_sam
 from sam_mix_monai.networks.sam_mix import SAMMix
 
@@ -50,7 +51,7 @@ class ModelConfig(BaseModel):
     """Which network to build, and how.
 
     Attributes:
-        name: ``sam_mix``, ``unet`` or ``sam_pp``.
+        name: ``sam_mix``, ``unet``, ``sam_pp`` or ``sam_box`` (SAM with the reference box: an upper bound).
         size: SAM architecture (YAML key ``size`` or ``sam``): ``lite_medsam`` (default: TinyViT
             LiteMedSAM, packaged pretrained weights, 256 input), ``vit_b`` / ``vit_l`` / ``vit_h``
             (official dimensions) or ``compact`` (4-block ViT, random init); for ``unet``,
@@ -85,7 +86,7 @@ class ModelConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: Literal["sam_mix", "unet", "sam_pp"] = "sam_mix"
+    name: Literal["sam_mix", "unet", "sam_pp", "sam_box"] = "sam_mix"
     size: Literal["lite_medsam", "compact", "vit_b", "vit_l", "vit_h"] = Field(
         "lite_medsam", validation_alias=AliasChoices("size", "sam")
     )
@@ -198,10 +199,15 @@ def _build_unet(cfg: ModelConfig, load_pretrained: bool) -> nn.Module:
     return UNetSeg(UNET_CHANNELS["compact" if cfg.size == "compact" else "default"])
 
 
+def _build_sam_box(cfg: ModelConfig, load_pretrained: bool) -> nn.Module:
+    return SAMBox(_sam_branch(cfg, load_pretrained))
+
+
 MODEL_REGISTRY: dict[str, Callable[[ModelConfig, bool], nn.Module]] = {
     "sam_mix": _build_sam_mix,
     "unet": _build_unet,
     "sam_pp": _build_sam_pp,
+    "sam_box": _build_sam_box,
 }
 
 

@@ -47,7 +47,7 @@ def test_overrides_are_yaml_scalars(tmp_path):
         ("train.lr=abc", "train.lr: Input should be a valid number"),
         ("train.bogus=1", "train.bogus: Extra inputs are not permitted"),
         ("bogus=1", "bogus: Extra inputs are not permitted"),
-        ("model.name=resnet", "model.name: Input should be 'sam_mix', 'unet' or 'sam_pp'"),
+        ("model.name=resnet", "model.name: Input should be 'sam_mix', 'unet', 'sam_pp' or 'sam_box'"),
         ("loss.pseudo_threshold=2", "loss.pseudo_threshold: Input should be less than or equal to 1"),
         ("evaluate.protocols=[slice3d]", "evaluate.protocols.0: Input should be 'slice2d' or 'volume3d'"),
     ],

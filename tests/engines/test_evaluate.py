@@ -98,3 +98,29 @@ def test_volume3d_is_refused_on_a_slab_store(tmp_path):
     assert "volume3d_dice" not in res["metrics"] and "slice2d_dice" in res["metrics"]
     assert "keep_rate 0.5" in res["refused"]["volume3d"]
     assert "refused" in format_results({"test": res})
+
+
+def test_zero_shot_rows_evaluate_without_a_checkpoint(tiny_phantom, capsys):
+    from sam_mix_monai.cli.main import main
+    from sam_mix_monai.engines.batch import run_network
+    from sam_mix_monai.engines.evaluate import evaluate_zero_shot
+    from sam_mix_monai.networks.single_output import GATED_LOGIT
+
+    small = ["--set", "model.size=compact", "--set", "model.image_size=64"]  # the packaged LiteMedSAM is the default
+    assert main(["evaluate", "--zero-shot", "sam_pp_0", "--zero-shot", "oracle_box", "--data", str(tiny_phantom[0]),
+                 *small]) == 0
+    out = capsys.readouterr().out
+    assert "SAM-PP-0 (test)" in out and "SAM, oracle box (test)" in out
+    res = evaluate_zero_shot("oracle_box", tiny_phantom[0], model={"size": "compact", "image_size": 64})
+    assert res["row"] == "SAM, oracle box" and res["model"]["name"] == "sam_box" and res["model"]["encoder_mode"] == "frozen"
+    assert 0.0 <= res["metrics"]["slice2d_dice"] <= 1.0
+    # the oracle row reads the reference: its tight box, and no prompt (an empty mask) where it is empty
+    net = build_model(ModelConfig(name="sam_box", size="compact", image_size=64)).eval()
+    mask = torch.zeros(2, 1, 64, 64)
+    mask[0, 0, 10:30, 20:50] = 1
+    with torch.no_grad():
+        out = run_network(net, torch.rand(2, 1, 64, 64), mask)
+    assert out["boxes"][0].tolist() == [20.0, 10.0, 49.0, 29.0]
+    assert torch.all(out["mask_logits"][1] == GATED_LOGIT) and not torch.all(out["mask_logits"][0] == GATED_LOGIT)
+    with pytest.raises(ValueError, match="needs the ground-truth mask"):
+        run_network(net, torch.rand(2, 1, 64, 64))

@@ -221,32 +221,3 @@ def test_run_study_runs_missing_cells_then_skips_done_ones(tmp_path, monkeypatch
     only = run_study(study, only=["SAM-PP-*"], aggregate_only=True)
     assert len(calls.read_text().splitlines()) == 8 and only.files["md"].is_file()
     assert math.isclose(json.loads(only.files["json"].read_text())["summary"]["U-Net-50"]["in/slice2d_dice"]["mean"], 0.5)
-
-
-def test_pretrained_sam_is_made_once_when_a_cell_needs_it(tmp_path, monkeypatch):
-    from sam_mix_monai.engines import sam_pretrain
-
-    ckpt = tmp_path / "pt" / "sam.pt"
-    calls = []
-
-    def fake_pretrain(out, **kw):
-        calls.append((Path(out), kw))
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_bytes(b"weights")
-        return {"seconds": 0.0, "heldout": {"dice_box": 0.5}}
-
-    monkeypatch.setattr(sam_pretrain, "pretrain_to_file", fake_pretrain)
-    models = [{"label": "SAM-Mix-pt", "set": {"model.checkpoint": str(ckpt)}, "n_labelled": [50]},
-              {"label": "U-Net", "set": {"model.name": "unet"}, "n_labelled": [50]}]
-    study = load_study(write_study(tmp_path, models=models, seeds=[0],
-                                   sam_pretrain={"out": str(ckpt), "image_size": 64, "steps": 7}))
-    cells = expand_cells(study)
-    configs = validate_cells(study, cells)
-    study_mod._prepare_pretrained(study, configs, [c for c in cells if c.name.startswith("U-Net")])
-    assert calls == []  # no cell that is still to run needs it
-    study_mod._prepare_pretrained(study, configs, cells)
-    assert len(calls) == 1 and calls[0][0] == ckpt and calls[0][1]["steps"] == 7 and calls[0][1]["image_size"] == 64
-    study_mod._prepare_pretrained(study, configs, cells)
-    assert len(calls) == 1  # the file exists now
-    with pytest.raises(InputError, match="sam_pretrain.steps"):
-        load_study(write_study(tmp_path, sam_pretrain={"out": str(ckpt), "steps": 0}))
