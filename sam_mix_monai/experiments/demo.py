@@ -335,8 +335,10 @@ def run_demo(out: PathLike, config: PathLike | None = None, overrides: Sequence[
         _step(4, "real CT (examples/totalseg_example_dicom): every model"
                  + (", SAM-PP-0 and the oracle box" if demo.real_ct_zero_shot else ""))
         t = time.perf_counter()
+        torch.set_num_threads(max(demo.threads, min(os.cpu_count() or 1, 4)))  # the trainings are over: every core
         real = run_real_ct([(r.label, r.run_dir) for r in runs if r.ok], out, progress, demo.real_ct_zero_shot)
         timings["real CT (all rows)"] = time.perf_counter() - t
+        torch.set_num_threads(demo.threads)
         for row in real.rows:
             logger.info("real CT, %s: %s", row.model, row.error or f"3D Dice {row.dice:.3f}")
     else:

@@ -31,6 +31,7 @@ from sam_mix_monai.networks.box_prompt import (
     PreparedSlice,
     encode_slices,
     predict_box_mask,
+    predict_point_mask,
     prepare_sam_slice,
     scale_box,
 )
@@ -62,6 +63,7 @@ __all__ = [
     "encode_slices",
     "packaged_lite_medsam_checkpoint",
     "predict_box_mask",
+    "predict_point_mask",
     "prepare_sam_slice",
     "scale_box",
     "GATED_LOGIT",

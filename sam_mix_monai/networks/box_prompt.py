@@ -39,7 +39,8 @@ from sam_mix_monai.networks.decoding import decode_paired, select_best_mask
 from sam_mix_monai.networks.embedding_cache import encode_images
 from sam_mix_monai.networks.sam_builder import preprocess_gray
 
-__all__ = ["PreparedSlice", "BoxMask", "prepare_sam_slice", "scale_box", "encode_slices", "predict_box_mask"]
+__all__ = ["PreparedSlice", "BoxMask", "prepare_sam_slice", "scale_box", "encode_slices", "predict_box_mask",
+           "predict_point_mask"]
 
 
 @dataclass
@@ -190,13 +191,39 @@ def predict_box_mask(
     Returns:
         A :class:`BoxMask` at the original slice's shape.
     """
+    s = prepared.image.shape[-1]
+    b = tuple(float(v) for v in box) if box_in_input_frame else scale_box(box, prepared.original_hw, s)
+    return _decode(sam, prepared, torch.tensor([b], dtype=torch.float32), None, multimask_output, b)
+
+
+@torch.no_grad()
+def predict_point_mask(sam: Sam, prepared: PreparedSlice, point: Sequence[float], multimask_output: bool = True) -> BoxMask:
+    """Segment one slice from one positive point (x, y) in original pixels, on the same procedure.
+
+    Scaled into the SAM input frame like a box (times ``S / max(H, W)``, no offset). The default
+    ``multimask_output=True`` keeps the output of the 3 with the highest predicted IoU, as SAM-PP does
+    (:class:`~sam_mix_monai.networks.baselines.SAMPP`): one point is ambiguous. ``box`` of the result
+    is the point, twice.
+    """
+    r = prepared.scale
+    x, y = float(point[0]) * r, float(point[1]) * r
+    pts = (torch.tensor([[[x, y]]], dtype=torch.float32), torch.ones(1, 1, dtype=torch.float32))
+    return _decode(sam, prepared, None, pts, multimask_output, (x, y, x, y))
+
+
+def _decode(sam: Sam, prepared: PreparedSlice, boxes: torch.Tensor | None,
+            points: tuple[torch.Tensor, torch.Tensor] | None, multimask_output: bool,
+            shown: tuple[float, float, float, float]) -> BoxMask:
+    """Prompt + decode one prepared slice; logits cropped to the unpadded part, upsampled, thresholded at 0."""
     if prepared.embedding is None:
         encode_slices(sam, [prepared])
     emb = prepared.embedding
     s = prepared.image.shape[-1]
-    b = tuple(float(v) for v in box) if box_in_input_frame else scale_box(box, prepared.original_hw, s)
-    boxes = torch.tensor([b], dtype=torch.float32, device=emb.device)
-    sparse, dense = sam.prompt_encoder(points=None, boxes=boxes, masks=None)
+    if boxes is not None:
+        boxes = boxes.to(emb.device)
+    if points is not None:
+        points = (points[0].to(emb.device), points[1].to(emb.device))
+    sparse, dense = sam.prompt_encoder(points=points, boxes=boxes, masks=None)
     low, iou = decode_paired(
         sam.mask_decoder, emb, sam.prompt_encoder.get_dense_pe(), sparse, dense, multimask_output=multimask_output
     )
@@ -207,4 +234,4 @@ def predict_box_mask(
     h, w = prepared.resized_hw
     logits = F.interpolate(low[..., :h, :w], size=prepared.original_hw, mode="bilinear", align_corners=False)[0, 0]
     logits = logits.float().cpu().numpy()
-    return BoxMask(mask=logits > 0, logits=logits, iou=float(best_iou[0]), box=b)
+    return BoxMask(mask=logits > 0, logits=logits, iou=float(best_iou[0]), box=shown)

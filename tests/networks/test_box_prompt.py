@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from sam_mix_monai.networks import ModelConfig, build_model
-from sam_mix_monai.networks.box_prompt import encode_slices, predict_box_mask, prepare_sam_slice, scale_box
+from sam_mix_monai.networks.box_prompt import (encode_slices, predict_box_mask, predict_point_mask, prepare_sam_slice,
+                                               scale_box)
 from sam_mix_monai.networks.checkpoint import safe_torch_load
 from sam_mix_monai.networks.lite_medsam import packaged_lite_medsam_checkpoint
 from sam_mix_monai.networks.sam_builder import build_sam
@@ -45,6 +46,25 @@ def test_predict_box_mask_is_at_the_original_shape_and_reuses_embeddings() -> No
     assert out.mask.shape == (90, 70) and out.mask.dtype == bool and np.isfinite(out.logits).all()
     assert out.box == scale_box((10, 10, 50, 80), (90, 70), 64)
     assert again.mask.shape == (64, 50)
+
+
+def test_point_mask_on_a_shared_embedding_equals_sam_pp() -> None:
+    """predict_point_mask on a prepared slice gives SAMPP.forward's mask for the same point (square slice at S)."""
+    from sam_mix_monai.networks.baselines import SAMPP
+
+    torch.manual_seed(0)
+    sam = build_sam("compact", 64).eval()
+    img = torch.rand(64, 64)
+    img[0, 0], img[0, 1] = 0.0, 1.0  # min-max leaves it as it is
+    prep = encode_slices(sam, [prepare_sam_slice(img, sam)])[0]
+    point = (40.0, 21.5)
+    got = predict_point_mask(sam, prep, point)
+    with torch.no_grad():
+        ref = SAMPP(sam)(img[None, None], torch.tensor([point]))
+    np.testing.assert_allclose(got.logits, ref["mask_logits"][0, 0].numpy(), atol=1e-4)
+    assert got.iou == pytest.approx(float(ref["chosen_iou"][0]), abs=1e-6) and got.box == (40.0, 21.5, 40.0, 21.5)
+    single = predict_point_mask(sam, prep, point, multimask_output=False)
+    assert not np.allclose(single.logits, got.logits)  # the single-mask token is another output
 
 
 def _reference_lite_medsam(ct_hu: np.ndarray, box: np.ndarray) -> np.ndarray:
