@@ -15,7 +15,8 @@ Mask only (:func:`extent_checks`):
 
 Mask in the CT (:func:`anatomy_checks`):
 
-* **HU inside the mask** (liver parenchyma is soft tissue): mean outside :data:`HU_MEAN_RANGE`, 5th
+* **HU inside the mask** (liver parenchyma is soft tissue; the figures of
+  :func:`~sam_mix_monai.inference.statistics.mask_statistics`): mean outside :data:`HU_MEAN_RANGE`, 5th
   percentile under :data:`HU_P5_MIN` (fat or air inside), 95th percentile over :data:`HU_P95_MAX`
   (bone inside);
 * **position**, in the patient's frame that the affine gives (nibabel's RAS+: +x towards the patient's
@@ -50,6 +51,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from sam_mix_monai.inference.geometry import AxialGeometry
+from sam_mix_monai.inference.statistics import mask_statistics
 
 __all__ = [
     "HU_MEAN_RANGE",
@@ -174,32 +176,33 @@ def _weighted_range(w: np.ndarray) -> tuple[float, float]:
     return float(np.searchsorted(c, 0.02)), float(np.searchsorted(c, 0.98))
 
 
-def anatomy_checks(mask: np.ndarray, image: np.ndarray, geometry: AxialGeometry) -> tuple[dict[str, Any], list[str]]:
+def anatomy_checks(mask: np.ndarray, image: np.ndarray, geometry: AxialGeometry,
+                   statistics: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[str]]:
     """HU and position checks of a liver mask in its CT.
 
     Args:
         mask: ``(X, Y, Z)`` binary mask on the input grid.
         image: ``(X, Y, Z)`` HU on the same grid.
         geometry: the input grid.
+        statistics: :func:`~sam_mix_monai.inference.statistics.mask_statistics` of the mask (its HU
+            mean and percentiles are what the HU checks read); computed here when ``None``.
 
     Returns:
-        The fields (HU mean and percentiles, ``right_fraction``, ``liver_ap``, ``spine_ap``,
-        ``below_lungs``) and the reasons for a check (none for an empty mask).
+        The fields (``right_fraction``, ``liver_ap``, ``spine_ap``, ``below_lungs``) and the reasons
+        for a check (none for an empty mask).
     """
     if np.shape(mask) != np.shape(image):
         raise ValueError(f"mask {np.shape(mask)} and image {np.shape(image)} differ in shape")
     m = np.asarray(mask) != 0
-    keys = ("hu_mean", "hu_p5", "hu_p50", "hu_p95", "right_fraction", "liver_ap", "spine_ap", "below_lungs")
-    fields: dict[str, Any] = dict.fromkeys(keys)
+    fields: dict[str, Any] = dict.fromkeys(("right_fraction", "liver_ap", "spine_ap", "below_lungs"))
     if not m.any():
         return fields, []
-    hu = np.asarray(image)[m].astype(np.float32)
-    p5, p50, p95 = np.percentile(hu, [5, 50, 95])
-    fields.update(hu_mean=_round(hu.mean(), 1), hu_p5=_round(p5, 1), hu_p50=_round(p50, 1), hu_p95=_round(p95, 1))
+    stats = statistics if statistics is not None else mask_statistics(m, image, geometry.affine)
+    mean, p5, p95 = stats["hu_mean"], stats["hu_p5"], stats["hu_p95"]
     reasons = []
     lo, hi = HU_MEAN_RANGE
-    if not lo <= hu.mean() <= hi:
-        reasons.append(f"mean {hu.mean():.0f} HU inside the mask is not liver tissue ({lo:.0f}-{hi:.0f} HU)")
+    if not lo <= mean <= hi:
+        reasons.append(f"mean {mean:.0f} HU inside the mask is not liver tissue ({lo:.0f}-{hi:.0f} HU)")
     if p5 < HU_P5_MIN:
         reasons.append(f"fat or air inside the mask (5th percentile {p5:.0f} HU < {HU_P5_MIN:.0f})")
     if p95 > HU_P95_MAX:

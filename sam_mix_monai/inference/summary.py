@@ -10,10 +10,10 @@ Fields (``None`` where the network gives no scores, e.g. a U-Net or an exported 
 * ``mean_predicted_iou``: mean of SAM's IoU prediction for the chosen mask over those slices
   (slices the classifier gate skipped have no prediction, NaN, and no mask voxels: they never count;
   NaN values are ignored, and a mean over none is ``None``);
-* ``anatomy``: the fields of the anatomical checks of :mod:`.quality` (HU inside the mask, side,
-  spine and lungs, craniocaudal extent against the scan's, border contact, ``cut_by_scan``);
-* ``statistics``: when given, the liver statistics of :mod:`.statistics` (volume, HU inside the
-  mask, ``touches_border`` per array axis);
+* ``anatomy``: the fields of the anatomical checks of :mod:`.quality` (side, spine and lungs,
+  craniocaudal extent against the scan's, largest cross-section, in-plane border, ``cut_by_scan``);
+* ``statistics``: given the CT, the liver statistics of :mod:`.statistics` (volume, HU inside the
+  mask, ``touches_border`` per array axis), which the HU checks of :mod:`.quality` read;
 * ``quality``: ``"ok"`` or ``"check"``; ``quality_reasons`` lists why (no liver found, a mean
   classifier confidence under :data:`MIN_CONFIDENCE`, a mean predicted IoU under :data:`MIN_IOU`,
   and every failed check of :mod:`.quality`: volume, extent, border and, given the CT, HU and
@@ -33,6 +33,7 @@ from nibabel.orientations import aff2axcodes
 
 from sam_mix_monai.inference.geometry import AxialGeometry
 from sam_mix_monai.inference.quality import LIVER_ML_RANGE, anatomy_checks, extent_checks
+from sam_mix_monai.inference.statistics import mask_statistics
 from sam_mix_monai.utils.atomic import atomic_output
 from sam_mix_monai.utils.errors import PathLike
 
@@ -67,7 +68,8 @@ def case_summary(
         liver_prob: per canonical slice classifier probability, or ``None``.
         chosen_iou: per canonical slice predicted IoU (NaN where SAM did not run), or ``None``.
         image: ``(X, Y, Z)`` HU of the input, same grid: enables the HU and position checks.
-        statistics: :func:`.statistics.mask_statistics` of the mask, stored under ``"statistics"``.
+        statistics: :func:`.statistics.mask_statistics` of the mask, stored under ``"statistics"``
+            (computed here when ``image`` is given and this is ``None``).
         extra: more fields to store first (case id, paths, timings).
 
     Returns:
@@ -101,7 +103,9 @@ def case_summary(
     anatomy, why = extent_checks(mask, geometry)
     reasons += why
     if image is not None:
-        fields, why = anatomy_checks(mask, image, geometry)
+        if statistics is None:
+            statistics = mask_statistics(mask, image, geometry.affine)
+        fields, why = anatomy_checks(mask, image, geometry, statistics)
         anatomy.update(fields)
         reasons += why
     out["anatomy"] = anatomy
