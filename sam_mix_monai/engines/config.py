@@ -94,7 +94,9 @@ class DataConfig(_Strict):
         n_labelled: liver-positive training slices that keep their masks (``None``: all).
         label_seed: seed of that selection.
         withhold_label_fraction: share of unlabelled slices whose image label is withheld too.
-        train_split, val_split, test_split: split names (``val_split: null`` disables validation).
+        train_split, val_split, test_split: split names (``val_split: null`` disables validation;
+            ``test_split: null`` evaluates only the ``evaluate.cross_domain`` sets, e.g. when the
+            training store is a single patient and the test patient lives in another store).
         num_workers: data-loader worker processes.
     """
 
@@ -104,7 +106,7 @@ class DataConfig(_Strict):
     withhold_label_fraction: float = Field(0.0, ge=0.0, le=1.0)
     train_split: Split = "train"
     val_split: Split | None = "val"
-    test_split: Split = "test"
+    test_split: Split | None = "test"
     num_workers: int = Field(0, ge=0)
 
 

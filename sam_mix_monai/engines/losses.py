@@ -146,7 +146,8 @@ class SAMMixLoss(nn.Module):
         """Terms of a labelled batch.
 
         Args:
-            out: network output (``mask_logits``; optionally ``all_mask_logits``, ``iou_pred``, ``class_logits``).
+            out: network output (``mask_logits``, needed only by the segmentation terms; optionally
+                ``all_mask_logits``, ``iou_pred``, ``class_logits``).
             mask: (B, 1, H, W) ground truth.
             label: (B,) image labels (-1: unknown).
 
@@ -154,7 +155,7 @@ class SAMMixLoss(nn.Module):
             The unweighted terms that apply (``seg_dice``, ``seg_bce``, ``iou``, ``cls``).
         """
         terms: dict[str, torch.Tensor] = {}
-        logits = out["mask_logits"].float()
+        logits = out["mask_logits"].float() if self.wants("seg_dice", "seg_bce") else None
         if self.wants("seg_dice"):
             terms["seg_dice"] = self.dice(logits, mask)
         if self.wants("seg_bce"):

@@ -134,7 +134,7 @@ class TrainingJob:
             self.model.load_state_dict(state["network"])
         self.model.eval()
         ev = self.cfg.evaluate
-        sets = [("test", self.cfg.data.path, self.cfg.data.test_split)]
+        sets = [("test", self.cfg.data.path, self.cfg.data.test_split)] if self.cfg.data.test_split is not None else []
         sets += [(f"cross_domain:{cd.name}", cd.path, cd.split) for cd in ev.cross_domain]
         runs = [("", "centre")]
         if getattr(self.model, "point_prompted", False):  # SAM-PP: the centre point; the oracle point as a named upper bound

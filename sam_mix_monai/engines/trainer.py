@@ -5,6 +5,8 @@ Each iteration (one optimiser step):
 1. **labelled step** on a batch from ``train_data_loader`` (the N slices with masks, cycled): the
    weak geometry on image and mask (optional), a forward pass, and
    ``L_seg = Dice + BCE`` on the chosen mask, SAM's IoU regression, ``L_cls = CE`` on the class logits;
+   when every segmentation weight is 0 (a frozen, pretrained SAM: only the prompt path learns) the
+   step runs the classifier alone;
 2. **unlabelled step** on a batch from ``unlabelled_data_loader`` (its own cycled loader):
    a weak view (flip, shift) and a strong view built on it (affine + RandAugment-like intensity
    operations + Cutout), classified in one batch (FixMatch). The strong view is supervised by the
@@ -235,8 +237,13 @@ class SAMMixTrainer(SupervisedTrainer):
         net.train()
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
         point_rng = torch.Generator().manual_seed(self.iteration_seed(it, 1) + self.rank)
+        seg_terms = loss.wants("seg_dice", "seg_bce", "iou")
         with self._autocast():
-            out = run_network(net, image, mask, training=True, generator=point_rng)
+            logits = None if seg_terms else classify(net, image)
+            if logits is not None:  # no segmentation term: the classifier alone (no SAM forward)
+                out = {"class_logits": logits}
+            else:
+                out = run_network(net, image, mask, training=True, generator=point_rng)
             engine.state.output[Keys.PRED] = out
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)
             terms = loss.supervised(out, mask, label)

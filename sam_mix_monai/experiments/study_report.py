@@ -47,7 +47,8 @@ def _data_lines(cfg: ExperimentConfig | None, titles: Mapping[str, str]) -> list
     if cfg is None:
         return []
     lines = [f"- {titles['in']}: `{cfg.data.path}`, split `{cfg.data.test_split}` (training on split "
-             f"`{cfg.data.train_split}`)."]
+             f"`{cfg.data.train_split}`)." if cfg.data.test_split is not None else
+             f"- Training: `{cfg.data.path}`, split `{cfg.data.train_split}`; no in-domain test split."]
     if cfg.evaluate.cross_domain:
         cd = cfg.evaluate.cross_domain[0]
         lines.append(f"- {titles['cross']}: `{cd.name}`, `{cd.path}`, "

@@ -116,3 +116,27 @@ def test_no_training_evaluates_the_network_as_it_is(tiny_phantom, tmp_path):
     results = job.run()
     assert "slice2d_dice" in results["test"]["metrics"]
     assert torch.load(tmp_path / "best.pt", weights_only=True)["config"]["model"]["name"] == "sam_pp"
+
+
+def test_prompt_path_only_training_skips_sam_and_test_split_null(tiny_phantom, tmp_path):
+    """Every segmentation weight 0 (frozen pretrained SAM): the labelled step runs the classifier alone;
+    ``data.test_split: null`` evaluates only the cross-domain sets."""
+    raw = tiny_config(tiny_phantom[0], tmp_path, cross=tiny_phantom[1], train={"epochs": 1, "iterations_per_epoch": 2},
+                      loss={"seg_dice": 0.0, "seg_bce": 0.0, "iou": 0.0}, evaluate={"protocols": ["slice2d"]},
+                      model={"encoder_mode": "frozen"})
+    raw["data"].update(val_split=None, test_split=None)
+    job = build_training(validate_config(raw), tmp_path)
+    sam_calls = []
+    job.model.sam.image_encoder.register_forward_hook(lambda m, i, o: sam_calls.append(i[0].shape[0]))
+    cls_before = {k: v.clone() for k, v in job.model.classifier.state_dict().items()}
+    sam_before = {k: v.clone() for k, v in job.model.sam.state_dict().items()}
+    seen = []
+    job.trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: seen.append(dict(e.state.output)))
+    job.trainer.run()
+    assert sam_calls == [] and {"cls", "unlabelled_cls"} <= set(seen[0]) and "seg_dice" not in seen[0]
+    assert any(not torch.equal(cls_before[k], v) for k, v in job.model.classifier.state_dict().items()
+               if v.is_floating_point())
+    assert all(torch.equal(sam_before[k], v) for k, v in job.model.sam.state_dict().items())
+    results = job.final_evaluation()
+    assert list(results) == ["cross_domain:b"] and sam_calls  # SAM runs at evaluation
+    assert 0.0 <= results["cross_domain:b"]["metrics"]["box_iou"] <= 1.0
