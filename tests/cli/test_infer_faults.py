@@ -181,12 +181,13 @@ def test_disk_full_or_read_only_while_writing_the_preview(tmp_path, capfd, monke
     assert_clean_failure(rc, capfd, [out / "case0_liver.png"], inputs, [out], match)
 
 
-def test_disk_full_on_a_real_small_tmpfs(tmp_path, capfd, small_disk):
-    """A real 1 MB tmpfs with 40 KB free: the mask fits, the preview does not; nothing may stay."""
+@pytest.mark.parametrize("free_kb", [8, 40])
+def test_disk_full_on_a_real_small_tmpfs(tmp_path, capfd, small_disk, free_kb):
+    """A real 1 MB tmpfs with 8 KB (nothing fits) or 40 KB free (the mask fits, the preview not): nothing may stay."""
     src = _case(tmp_path / "in")
     inputs = Snapshot(tmp_path / "in")
     out = small_disk.where / "out"
-    small_disk.fill(leave_kb=40)
+    small_disk.fill(leave_kb=free_kb)
     rc = _infer(str(src), "--output", str(out), "--preview")
     assert_clean_failure(rc, capfd, [out], inputs, [out], "no space left on device")
 
