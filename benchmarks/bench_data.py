@@ -110,7 +110,7 @@ def main() -> None:
     print(f"converter, one {conv['volume']}: {conv['seconds_per_volume']:.2f} s "
           f"({conv['input_slices_per_s']:.0f} input slices/s, {conv['slices_kept']} kept)   (goal < 5 s)")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(res, indent=2))
+    Path(a.out).write_text(json.dumps(res, indent=2), encoding="utf-8")
     print(f"wrote {a.out}")
 
 

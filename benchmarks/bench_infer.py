@@ -485,7 +485,7 @@ def main() -> None:
             extra = " (" + ", ".join(f"{p} {x:.1f}x" for p, x in detail[k]["speedup"].items()) + ")"
         print(f"  {k}: {'not measured' if v is None else 'met' if v else 'MISSED'}{extra}")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(res, indent=2))
+    Path(a.out).write_text(json.dumps(res, indent=2), encoding="utf-8")
     print(f"wrote {a.out}; runtime {res['meta']['runtime_s']:.0f} s, load average at the end "
           f"{res['meta']['load_average_end']:.2f} (start {load:.2f})")
 

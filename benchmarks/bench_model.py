@@ -89,7 +89,7 @@ def main() -> None:
     peak = gemm_peak(dtypes=("fp32",))["fp32"]  # same-run reference: this machine's fp32 matrix-product rate
     print(f"fp32 GEMM peak (torch.mm 2048^2, best of 5): {peak:.0f} GFLOP/s")
     meta = {**run_meta(), "load_average_1min": round(load, 2)}
-    args.out.write_text(json.dumps({"meta": meta, "gemm_peak_gflops": peak, "results": results}, indent=2))
+    args.out.write_text(json.dumps({"meta": meta, "gemm_peak_gflops": peak, "results": results}, indent=2), encoding="utf-8")
     print(f"wrote {args.out}")
 
 

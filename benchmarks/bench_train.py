@@ -104,7 +104,7 @@ def main() -> None:
               f"of step time")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    out.write_text(json.dumps(results, indent=2), encoding="utf-8")
     print(f"wrote {out}")
 
 

@@ -192,7 +192,7 @@ def main() -> None:
     a = ap.parse_args()
     text = render(a.bench_dir.resolve())
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(text)
+    a.out.write_text(text, encoding="utf-8")
     print(f"wrote {a.out}")
 
 

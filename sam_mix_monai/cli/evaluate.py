@@ -68,5 +68,5 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {prefix}{row['case_id']:<16} slices {row['slices']:>4}  Dice {row['dice']:.4f}  HD95 {row['hd95_mm']:.2f} mm")
     if args.output:
         with atomic_output(args.output) as tmp:
-            tmp.write_text(json.dumps(json_safe(results if args.zero_shot else res), indent=1))
+            tmp.write_text(json.dumps(json_safe(results if args.zero_shot else res), indent=1), encoding="utf-8")
     return 0

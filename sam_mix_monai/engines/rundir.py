@@ -124,7 +124,7 @@ def prepare_run_dir(cfg: ExperimentConfig, resume: bool, world_size: int = 1) ->
             (run_dir / name).unlink(missing_ok=True)
     check_writable_dir(run_dir)
     with atomic_output(run_dir / CONFIG_FILE) as tmp:
-        tmp.write_text(dump_config(cfg))
+        tmp.write_text(dump_config(cfg), encoding="utf-8")
     runs = []
     if resume and (run_dir / RUN_FILE).is_file():
         try:
@@ -133,7 +133,7 @@ def prepare_run_dir(cfg: ExperimentConfig, resume: bool, world_size: int = 1) ->
         except ValueError:
             runs = []
     with atomic_output(run_dir / RUN_FILE) as tmp:
-        tmp.write_text(json.dumps(runs + [provenance(world_size)], indent=1))
+        tmp.write_text(json.dumps(runs + [provenance(world_size)], indent=1), encoding="utf-8")
     return run_dir
 
 

@@ -288,10 +288,10 @@ def aggregate(study: StudyConfig, cells: Sequence[Cell] | None = None, results: 
     }
     files = {"json": out / STUDY_JSON, "md": out / STUDY_MD, "png": out / STUDY_PNG}
     with atomic_output(files["json"]) as tmp:
-        tmp.write_text(json.dumps(doc, indent=1, allow_nan=False, default=str))
+        tmp.write_text(json.dumps(doc, indent=1, allow_nan=False, default=str), encoding="utf-8")
     first = configs[cells[0].name] if cells else None
     with atomic_output(files["md"]) as tmp:
-        tmp.write_text(render_report(study, outcomes, configs, first))
+        tmp.write_text(render_report(study, outcomes, configs, first), encoding="utf-8")
     dice_vs_n_plot(_panels(study, outcomes), files["png"], title=f"{study.name}: Dice vs labelled slices")
     report.files = files
     return report

@@ -90,5 +90,5 @@ def write_statistics_csv(rows: Sequence[Mapping[str, Any]], path: PathLike) -> P
         writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in CSV_FIELDS})
     target = Path(path)
     with atomic_output(target) as tmp:
-        tmp.write_text(buf.getvalue())
+        tmp.write_text(buf.getvalue(), encoding="utf-8")
     return target

@@ -124,5 +124,5 @@ def write_summary(summary: dict[str, Any], path: PathLike) -> Path:
     """Write ``summary`` as indented JSON, atomically."""
     target = Path(path)
     with atomic_output(target) as tmp:
-        tmp.write_text(json.dumps(summary, indent=1) + "\n")
+        tmp.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     return target

@@ -86,7 +86,7 @@ def _write_manifest(out: Path, records: list[dict], layout: str) -> Path:
         "cases": [old[k] for k in sorted(old)],
     }
     with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(doc, indent=1))
+        tmp.write_text(json.dumps(doc, indent=1), encoding="utf-8")
     return path
 
 

@@ -125,7 +125,7 @@ class MetricsHistory:
         if idist.get_rank() != 0:
             return
         with atomic_output(self.run_dir / METRICS_FILE) as tmp:
-            tmp.write_text(json.dumps(self.summary(), indent=1))
+            tmp.write_text(json.dumps(self.summary(), indent=1), encoding="utf-8")
         if self.train or self.val:
             plot_curves(self.train, self.val, self.run_dir / CURVES_FILE, self.title)
 
