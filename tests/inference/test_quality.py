@@ -156,3 +156,20 @@ def test_real_three_slice_ct_with_its_liver_label_is_ok(dcmqi_liver_seg):
     assert s["quality"] == "ok", s["quality_reasons"]
     assert 30 < s["statistics"]["hu_mean"] < 45
     assert _summary(liver[::-1], ct.numpy()[0][::-1], geo)["quality"] == "check"
+
+
+@pytest.mark.parametrize("orientation", ["LPS", "PLS", "ARI"])
+def test_phantom_reference_ok_in_any_header_orientation(orientation):
+    """The phantom's liver passes in every header orientation (axis-swapped ones too), and the same
+    array content under a left-right mirrored header does not."""
+    from sam_mix_monai.data.phantom import generate_case
+
+    c = generate_case(0, 1, "a", 128, 48, orientation=orientation)
+    liver = (np.asarray(c.label) > 0).astype(np.uint8)
+    s = _summary(liver, c.image, AxialGeometry(c.affine, c.image.shape))
+    assert s["quality"] == "ok", s["quality_reasons"]
+    assert s["anatomy"]["right_fraction"] > 0.7 and s["anatomy"]["spine_ap"] < -0.2 and s["anatomy"]["below_lungs"]
+    mirrored = c.affine.copy()
+    mirrored[0] *= -1  # world x negated: the header now puts the patient's right on the other side
+    s = _summary(liver, c.image, AxialGeometry(mirrored, c.image.shape))
+    assert any("patient's right" in r for r in s["quality_reasons"])
