@@ -1,4 +1,5 @@
-"""``sam-mix evaluate``: evaluate a training checkpoint, or a zero-shot pretrained SAM, on a slice store."""
+"""``sam-mix evaluate``: a training checkpoint or a zero-shot pretrained SAM on a slice store, or a folder of
+masks against a folder of references."""
 
 from __future__ import annotations
 
@@ -17,19 +18,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Evaluate a training checkpoint on an HDF5 slice store. The checkpoint carries its model "
                     "configuration, so nothing else is needed. --zero-shot rows evaluate the packaged pretrained "
                     "LiteMedSAM with no training: sam_pp_0 (SAM-PP-0, the image centre as point prompt) and "
-                    "oracle_box ('SAM, oracle box': the reference mask's tight box per slice, an upper bound).",
+                    "oracle_box ('SAM, oracle box': the reference mask's tight box per slice, an upper bound). "
+                    "--pred/--ref score a folder of predicted masks against a folder of references at full "
+                    "resolution instead: per-case Dice, HD95 in mm, volume difference in mL, in evaluation.csv and "
+                    "evaluation_summary.json; cases paired by case id; grids compared in physical space.",
     )
-    what = p.add_mutually_exclusive_group(required=True)
+    what = p.add_mutually_exclusive_group()
     what.add_argument("--checkpoint", help="best.pt or last.pt of a run")
     what.add_argument("--zero-shot", action="append", choices=("sam_pp_0", "oracle_box"), dest="zero_shot",
                       help="a zero-shot row (repeatable); --set model.KEY=VALUE picks another SAM (e.g. model.size)")
-    p.add_argument("--data", required=True, help="HDF5 slice store (sam-mix convert output)")
+    what.add_argument("--pred", metavar="DIR", help="folder of predicted masks (ours, TotalSegmentator's, nnU-Net's, ...)")
+    p.add_argument("--data", help="HDF5 slice store (sam-mix convert output)")
+    p.add_argument("--ref", metavar="DIR", help="with --pred: folder of reference masks (NIfTI, NRRD, MHA, DICOM-SEG, "
+                                                "DICOM series)")
+    p.add_argument("--resample", action="store_true",
+                   help="with --pred/--ref: resample a prediction on another grid onto its reference (nearest "
+                        "neighbour) instead of stopping")
+    p.add_argument("--label", type=int, default=None, metavar="N",
+                   help="with --pred/--ref: the reference label to score (default: any non-zero label)")
     p.add_argument("--protocol", action="append", choices=("slice2d", "volume3d"),
                    help="evaluation protocol (repeatable; default slice2d)")
     p.add_argument("--split", default="test", help="split to evaluate, or 'all' (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=16, help="slices per batch (default %(default)s)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="device (default %(default)s)")
-    p.add_argument("--output", help="also write the results to this JSON file")
+    p.add_argument("--output", help="also write the results to this JSON file (with --pred/--ref: the folder for "
+                                    "evaluation.csv and evaluation_summary.json, default the --pred folder)")
     p.add_argument("--set", action="append", default=[], metavar="model.KEY=VALUE",
                    help="change a prompt switch of the checkpoint's model (repeatable): cam_component, "
                         "cam_threshold, cls_threshold, box_refine, box_margin, fallback_box_fraction; "
@@ -39,6 +52,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate and print a table (and the per-case volume metrics)."""
+    if args.pred or args.ref:
+        return run_folders(args)
+    if not (args.checkpoint or args.zero_shot) or not args.data:
+        raise InputError(None, "give --checkpoint (or --zero-shot) with --data, or --pred DIR with --ref DIR")
     from sam_mix_monai.engines.config import apply_overrides
     from sam_mix_monai.engines.evaluate import evaluate_checkpoint, evaluate_zero_shot, format_results
     from sam_mix_monai.engines.handlers.history import json_safe
@@ -69,4 +86,24 @@ def run(args: argparse.Namespace) -> int:
     if args.output:
         with atomic_output(args.output) as tmp:
             tmp.write_text(json.dumps(json_safe(results if args.zero_shot else res), indent=1), encoding="utf-8")
+    return 0
+
+
+def run_folders(args: argparse.Namespace) -> int:
+    """Score a folder of predictions against references; print one line per case and the summary."""
+    from sam_mix_monai.inference.evaluation import evaluate_folders, write_results
+
+    if not (args.pred and args.ref):
+        raise InputError(None, "folder evaluation needs both --pred DIR and --ref DIR")
+    if args.data:
+        raise InputError(None, "give --pred/--ref or --checkpoint/--data, not both")
+    rows, summary = evaluate_folders(args.pred, args.ref, resample=args.resample, label=args.label)
+    files = write_results(rows, summary, args.output or args.pred)
+    for r in rows:
+        note = "  (resampled)" if r["resampled"] else ""
+        print(f"{r['case']:<20} Dice {r['dice']:.4f}  HD95 {r['hd95_mm']:8.2f} mm  volume {r['volume_diff_ml']:+9.1f} mL"
+              f"{note}")
+    d, h = summary["dice"], summary["hd95_mm"]
+    print(f"{summary['cases']} case(s): Dice {d['mean']:.4f} ± {d['std']:.4f}, HD95 {h['mean']:.2f} ± {h['std']:.2f} mm, "
+          f"|volume difference| {summary['abs_volume_diff_ml_mean']:.1f} mL -> {files[0]}")
     return 0

@@ -27,6 +27,7 @@ map the mask back onto the input grid, keep the largest 3D component and write, 
   OUTPUT/<case>_liver.png     with --preview: axial, coronal and sagittal overlays
   OUTPUT/<case>_liver_probabilities.nii.gz  with --save-probabilities: liver probability in [0, 1]
                               (NIfTI has no float16: uint16 with scl_slope 1/65535, 2 bytes/voxel)
+  OUTPUT/<case>_liver.dcm     with --output-type dicom_seg (DICOM input): the mask as a DICOM-SEG
   OUTPUT/statistics.csv       with several cases: one row of statistics per case
 
 INPUT is a NIfTI, NRRD or MHA file, a DICOM series folder or a .zip of one, or a folder of them
@@ -63,10 +64,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--skip-existing", action="store_true", help="leave cases whose mask file exists alone")
     p.add_argument("--save-probabilities", action="store_true",
                    help="also write <case>_liver_probabilities.nii.gz (liver probability, 2 bytes per voxel)")
+    p.add_argument("-ot", "--output-type", action="append", type=_types, default=None, metavar="TYPE",
+                   help="nifti (default), dicom_seg (a DICOM-SEG <case>_liver.dcm referencing the input series; "
+                        "DICOM input only), or both: nifti,dicom_seg (repeatable)")
     p.add_argument("--no-lcc", action="store_true", help="keep every connected component")
     p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads (default: torch's)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=run)
+
+
+_OUTPUT_TYPES = ("nifti", "dicom_seg")  # = inference.outputs.OUTPUT_TYPES (tests check), kept here for a fast --help
+
+
+def _types(text: str) -> list[str]:
+    types = [t.strip().lower().replace("-", "_") for t in text.split(",") if t.strip()]
+    bad = [t for t in types if t not in _OUTPUT_TYPES]
+    if bad or not types:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected nifti, dicom_seg or nifti,dicom_seg")
+    return types
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, inputs: list, out) -> int:
     from sam_mix_monai.inference.cases import find_cases
     from sam_mix_monai.inference.distributed import dist_info
-    from sam_mix_monai.inference.runner import mask_path
+    from sam_mix_monai.inference.outputs import mask_path
     from sam_mix_monai.inference.segmenter import Segmenter
     from sam_mix_monai.utils.atomic import clean_stale_parts
 
@@ -101,18 +116,19 @@ def _run(args: argparse.Namespace, inputs: list, out) -> int:
     cases = find_cases(inputs)
     if rank == 0:  # leftovers of a killed earlier run writing these cases
         clean_stale_parts(out, before=started, stems=[f"{c.name}_liver." for c in cases])
+    types = tuple(dict.fromkeys(t for group in (args.output_type or [["nifti"]]) for t in group))
     segmenter = Segmenter(args.checkpoint, args.bundle, args.device, batch_size=args.batch_size, window=args.window,
                           precision=args.precision, fast=args.fast, largest_component=not args.no_lcc,
                           progress=progress)
     if len(cases) == 1 and world == 1:  # one case: its problem is the command's error (one line, exit 2)
-        if args.skip_existing and mask_path(out, cases[0]).is_file():
-            print(f"{cases[0].name}: skipped, {mask_path(out, cases[0])} exists")
+        if args.skip_existing and mask_path(out, cases[0], types).is_file():
+            print(f"{cases[0].name}: skipped, {mask_path(out, cases[0], types)} exists")
             return 0
-        res = segmenter.run_one(cases[0], out, args.preview, args.save_probabilities)
+        res = segmenter.run_one(cases[0], out, args.preview, args.save_probabilities, types)
         _print_case(res.summary, res.outputs)
         return 0
     report = segmenter.run(cases, out, preview=args.preview, save_probabilities=args.save_probabilities,
-                           skip_existing=args.skip_existing, rank=rank, world_size=world)
+                           skip_existing=args.skip_existing, rank=rank, world_size=world, output_types=types)
     for res in report.results:
         if res.skipped:
             print(f"{res.case.name}: skipped, {res.outputs[0]} exists")

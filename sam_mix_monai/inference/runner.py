@@ -2,7 +2,9 @@
 
 Outputs per case, in ``output_dir``:
 
-* ``<case>_liver.nii.gz``: ``uint8`` mask (1 = liver) with the input's shape and affine. For a NIfTI
+* ``<case>_liver.dcm`` with ``output_types`` holding ``dicom_seg`` (DICOM input only): the mask as a
+  DICOM-SEG referencing the input series (:mod:`sam_mix_monai.data.dicom_seg`);
+* ``<case>_liver.nii.gz`` (unless ``output_types`` is ``dicom_seg`` alone): ``uint8`` mask (1 = liver) with the input's shape and affine. For a NIfTI
   input the input's header is reused (same qform/sform and codes, so a reader gets the very same
   affine); for a DICOM series the NIfTI carries the series' geometry (LPS converted to RAS);
 * ``<case>_liver.json``: the summary of :mod:`.summary`, with the statistics of :mod:`.statistics`;
@@ -31,26 +33,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import nibabel as nib
 import numpy as np
 from tqdm import tqdm
 
-from sam_mix_monai.data.io import check_ct_values, is_nifti, read_volume
+from sam_mix_monai.data.io import check_ct_values, read_volume
 from sam_mix_monai.inference.cases import Case, find_cases
 from sam_mix_monai.inference.distributed import shard
 from sam_mix_monai.inference.geometry import AxialGeometry
+from sam_mix_monai.inference.outputs import (
+    OUTPUT_TYPES, check_output_types, mask_image, mask_path, probability_image, write_mask, write_probabilities,
+)
 from sam_mix_monai.transforms.components import keep_largest_component
 from sam_mix_monai.inference.predictor import SlicePredictor
 from sam_mix_monai.inference.preview import save_triplanar_preview
 from sam_mix_monai.inference.statistics import mask_statistics, statistics_row, write_statistics_csv
 from sam_mix_monai.inference.summary import case_summary, write_summary
 from sam_mix_monai.inference.volume import VolumeSliceInferer, volume_array
-from sam_mix_monai.utils.atomic import atomic_output, check_writable_dir, output_set
+from sam_mix_monai.utils.atomic import check_writable_dir, output_set
 from sam_mix_monai.utils.boundary import stage, to_input_error
 from sam_mix_monai.utils.errors import InputError, PathLike
 
 __all__ = ["CaseResult", "Prediction", "RunReport", "mask_path", "predict_volume", "segment_case", "segment_cases",
-           "probability_image", "write_mask", "write_probabilities"]
+           "OUTPUT_TYPES", "check_output_types", "probability_image", "write_mask", "write_probabilities"]
 
 logger = logging.getLogger(__name__)
 
@@ -95,87 +99,6 @@ class RunReport:
     def exit_code(self) -> int:
         """0 when every case succeeded, else :attr:`InputError.exit_code` (2)."""
         return InputError.exit_code if self.failed else 0
-
-
-def mask_image(
-    mask: np.ndarray, affine: np.ndarray, reference: PathLike | nib.Nifti1Image | None = None,
-    dtype: type = np.uint8, intent: str = "label", descrip: bytes = b"sam-mix liver mask",
-    slope: float | None = None,
-) -> nib.Nifti1Image:
-    """A NIfTI image of ``mask`` on the input's grid.
-
-    Args:
-        mask: ``(X, Y, Z)`` array in the input's array order.
-        affine: the input's voxel-to-RAS affine.
-        reference: the input (a NIfTI file or image): its header (qform, sform, codes, units) is reused.
-        dtype: stored data type.
-        intent: NIfTI intent code name.
-        descrip: header description.
-        slope: ``scl_slope`` of the stored values (``None``: unscaled).
-    """
-    data = np.asarray(mask, dtype=dtype)
-    header = None
-    if isinstance(reference, nib.Nifti1Image):
-        header = reference.header.copy()
-    elif reference is not None and is_nifti(reference):
-        header = nib.load(str(reference)).header.copy()
-    if header is not None:
-        header.set_data_dtype(dtype)
-        header.set_intent(intent)
-        img = nib.Nifti1Image(data, header.get_best_affine(), header=header)  # keeps the q/sform codes
-    else:
-        img = nib.Nifti1Image(data, np.asarray(affine, dtype=np.float64))
-        img.header.set_xyzt_units("mm", "sec")
-        img.set_qform(np.asarray(affine, dtype=np.float64), code=1)
-        img.set_sform(np.asarray(affine, dtype=np.float64), code=1)
-        img.header.set_intent(intent)
-    img.header.set_slope_inter(slope, None if slope is None else 0.0)
-    img.header["descrip"] = descrip
-    return img
-
-
-#: Stored levels of a probability NIfTI: ``uint16`` with ``scl_slope = 1 / PROBABILITY_LEVELS``.
-PROBABILITY_LEVELS = 65535
-
-
-def probability_image(probabilities: np.ndarray, affine: np.ndarray,
-                      reference: PathLike | nib.Nifti1Image | None = None) -> nib.Nifti1Image:
-    """The liver probability as a NIfTI image on the input's grid.
-
-    NIfTI-1 has no ``float16`` data type (nibabel refuses it), so the values are stored in the same 2
-    bytes per voxel as ``uint16`` with ``scl_slope = 1/65535``: readers that apply the slope (nibabel,
-    SimpleITK, ITK-SNAP, 3D Slicer) get floats in [0, 1], resolved to 1.5e-5 (``float16``: 4.9e-4 near 1).
-    """
-    levels = np.rint(np.clip(np.asarray(probabilities, dtype=np.float32), 0, 1) * PROBABILITY_LEVELS)
-    return mask_image(levels, affine, reference, np.uint16, "estimate", b"sam-mix liver probability",
-                      slope=1.0 / PROBABILITY_LEVELS)
-
-
-def _save(img: nib.Nifti1Image, target: PathLike) -> Path:
-    target = Path(target)
-    with atomic_output(target) as tmp:
-        nib.save(img, str(tmp))
-    return target
-
-
-def write_mask(mask: np.ndarray, affine: np.ndarray, target: PathLike, reference: PathLike | None = None) -> Path:
-    """Save a ``uint8`` mask as NIfTI on the input's grid, atomically (see :func:`mask_image`).
-
-    Returns:
-        The written path.
-    """
-    return _save(mask_image(mask, affine, reference), target)
-
-
-def write_probabilities(probabilities: np.ndarray, affine: np.ndarray, target: PathLike,
-                        reference: PathLike | None = None) -> Path:
-    """Save the liver probability NIfTI (:func:`probability_image`) on the input's grid, atomically."""
-    return _save(probability_image(probabilities, affine, reference), target)
-
-
-def mask_path(output_dir: PathLike, case: Case) -> Path:
-    """Where the mask of ``case`` goes in ``output_dir``."""
-    return Path(output_dir) / f"{case.name}_liver.nii.gz"
 
 
 @dataclass
@@ -228,6 +151,7 @@ def segment_case(
     largest_component: bool = True,
     save_probabilities: bool = False,
     volume: Any | None = None,
+    output_types: Sequence[str] = ("nifti",),
 ) -> CaseResult:
     """Segment one case and write its outputs.
 
@@ -240,6 +164,8 @@ def segment_case(
         largest_component: keep only the largest 3D connected component.
         save_probabilities: also write the liver probability NIfTI.
         volume: the case's image, already read (``None``: read ``case.path``).
+        output_types: mask formats: ``nifti`` (``<case>_liver.nii.gz``) and / or ``dicom_seg``
+            (``<case>_liver.dcm``, :func:`~sam_mix_monai.data.dicom_seg.write_dicom_seg`; DICOM input only).
 
     Returns:
         The result (success only; problems raise).
@@ -249,6 +175,7 @@ def segment_case(
             unexpected exception of a stage (read, inference, postprocess, write), named.
     """
     t0 = time.perf_counter()
+    types = check_output_types(output_types, case)  # before any work: DICOM-SEG needs a DICOM input
     with stage("read", case.path):
         vol = read_volume(case.path) if volume is None else volume
         check_ct_values(vol, case.path)
@@ -259,7 +186,7 @@ def segment_case(
     out = Path(output_dir)
     stem = f"{case.name}_liver"
     result = CaseResult(case)
-    mask_file, json_path, png_path = mask_path(out, case), out / f"{stem}.json", out / f"{stem}.png"
+    mask_file, json_path, png_path = mask_path(out, case, types), out / f"{stem}.json", out / f"{stem}.png"
     with stage("summary", case.path):
         geo = AxialGeometry(affine, mask.shape)
         image = volume_array(vol)
@@ -279,7 +206,12 @@ def segment_case(
             seconds_total=round(time.perf_counter() - t0, 3),
         )
     with stage("write", case.path), output_set():  # every file of the case appears together or not at all
-        result.outputs.append(write_mask(mask, affine, mask_file, case.path))
+        if "nifti" in types:
+            result.outputs.append(write_mask(mask, affine, mask_file, case.path))
+        if "dicom_seg" in types:
+            from sam_mix_monai.data.dicom_seg import write_dicom_seg
+
+            result.outputs.append(write_dicom_seg(mask, case.path, out / f"{stem}.dcm"))
         if pred.probabilities is not None:
             result.outputs.append(write_probabilities(pred.probabilities, affine, out / f"{stem}_probabilities.nii.gz",
                                                       case.path))
@@ -304,6 +236,7 @@ def segment_cases(
     progress: bool = True,
     save_probabilities: bool = False,
     skip_existing: bool = False,
+    output_types: Sequence[str] = ("nifti",),
 ) -> RunReport:
     """Segment every case of ``inputs`` (this rank's share), continuing past bad cases.
 
@@ -318,6 +251,7 @@ def segment_cases(
         progress: progress bars over cases and slices.
         save_probabilities: also write each case's liver probability NIfTI.
         skip_existing: leave a case whose mask file exists alone (its JSON feeds ``statistics.csv``).
+        output_types: mask formats (see :func:`segment_case`).
 
     With more than one case, ``statistics.csv`` (one row per segmented or skipped case with
     statistics) is written to ``output_dir`` (``statistics_rank<r>.csv`` under ``torchrun``).
@@ -330,6 +264,7 @@ def segment_cases(
     """
     t0 = time.perf_counter()
     out = check_writable_dir(output_dir)
+    check_output_types(output_types)
     cases = [c for c in inputs if isinstance(c, Case)] or find_cases(inputs)  # type: ignore[arg-type]
     mine = shard(cases, rank, world_size)
     results: list[CaseResult] = []
@@ -337,11 +272,12 @@ def segment_cases(
     bar = tqdm(mine, desc="cases" if world_size == 1 else f"cases (rank {rank})", unit="case", disable=not progress)
     for case in bar:
         bar.set_postfix_str(case.name)
-        if skip_existing and mask_path(out, case).is_file():
-            results.append(_existing(case, out))
+        if skip_existing and mask_path(out, case, output_types).is_file():
+            results.append(_existing(case, out, output_types))
             continue
         try:
-            res = segment_case(case, predictor, inferer, out, preview, largest_component, save_probabilities)
+            res = segment_case(case, predictor, inferer, out, preview, largest_component, save_probabilities,
+                               output_types=output_types)
             logger.debug("%s: %.1f mL liver in %d slices (%s) -> %s", case.name, res.summary["liver_volume_ml"],
                         res.summary["slices_with_liver"], res.summary["quality"], res.outputs[0])
         except Exception as e:  # the case's boundary: report it, go on with the next case
@@ -359,11 +295,11 @@ def segment_cases(
     return RunReport(results, time.perf_counter() - t0)
 
 
-def _existing(case: Case, out: Path) -> CaseResult:
+def _existing(case: Case, out: Path, output_types: Sequence[str]) -> CaseResult:
     """A case skipped because its mask exists; its summary is read back when its JSON is readable."""
     import json
 
-    mask = mask_path(out, case)
+    mask = mask_path(out, case, output_types)
     summary = None
     with contextlib.suppress(OSError, ValueError):
         summary = json.loads(mask.with_name(f"{case.name}_liver.json").read_text())

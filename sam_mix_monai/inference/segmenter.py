@@ -24,9 +24,8 @@ from sam_mix_monai.data.io import check_ct_values, is_nifti, read_volume, volume
 from sam_mix_monai.inference.cases import Case, case_name
 from sam_mix_monai.inference.distributed import dist_info, resolve_device
 from sam_mix_monai.inference.predictor import PRECISIONS, SlicePredictor
-from sam_mix_monai.inference.runner import (
-    CaseResult, Prediction, RunReport, mask_image, predict_volume, segment_case, segment_cases,
-)
+from sam_mix_monai.inference.outputs import mask_image
+from sam_mix_monai.inference.runner import CaseResult, Prediction, RunReport, predict_volume, segment_case, segment_cases
 from sam_mix_monai.inference.statistics import mask_statistics
 from sam_mix_monai.inference.volume import VolumeSliceInferer, volume_array
 from sam_mix_monai.transforms import DEFAULT_WINDOW
@@ -212,17 +211,22 @@ class Segmenter:
         skip_existing: bool = False,
         rank: int = 0,
         world_size: int = 1,
+        output_types: Sequence[str] = ("nifti",),
     ) -> RunReport:
-        """Segment every case of ``inputs`` into ``output_dir`` (see :func:`.runner.segment_cases`)."""
+        """Segment every case of ``inputs`` into ``output_dir`` (see :func:`.runner.segment_cases`).
+
+        ``output_types``: ``nifti`` and / or ``dicom_seg`` (DICOM-SEG for DICOM series inputs only).
+        """
         return segment_cases(inputs, self.predictor, self.inferer, output_dir, preview=preview,
                              largest_component=self.largest_component, rank=rank, world_size=world_size,
-                             progress=self.progress, save_probabilities=save_probabilities, skip_existing=skip_existing)
+                             progress=self.progress, save_probabilities=save_probabilities, skip_existing=skip_existing,
+                             output_types=output_types)
 
-    def run_one(self, case: Case, output_dir: PathLike, preview: bool = False,
-                save_probabilities: bool = False) -> CaseResult:
+    def run_one(self, case: Case, output_dir: PathLike, preview: bool = False, save_probabilities: bool = False,
+                output_types: Sequence[str] = ("nifti",)) -> CaseResult:
         """Segment one case into ``output_dir``; its problem raises (the CLI's one-case path)."""
         return segment_case(case, self.predictor, self.inferer, check_writable_dir(output_dir), preview,
-                            self.largest_component, save_probabilities)
+                            self.largest_component, save_probabilities, output_types=output_types)
 
 
 def segment(

@@ -227,3 +227,33 @@ def test_help_constants_match_the_package() -> None:
     from sam_mix_monai.transforms import DEFAULT_WINDOW
 
     assert infer.FAST_BATCH_SIZE == FAST_BATCH_SIZE and tuple(infer.DEFAULT_WINDOW) == tuple(DEFAULT_WINDOW)
+
+
+def test_dicom_seg_output(tmp_path: Path, dcmqi_liver_seg: Path, capsys) -> None:
+    from sam_mix_monai.data.dicom_seg import read_dicom_seg
+
+    out = tmp_path / "out"
+    assert _infer(str(dcmqi_liver_seg / "ct-3slice"), "-o", str(out), "-ot", "nifti,dicom_seg") == 0
+    assert _files(out) == ["ct-3slice_liver.dcm", "ct-3slice_liver.json", "ct-3slice_liver.nii.gz"]
+    seg, nii = read_dicom_seg(out / "ct-3slice_liver.dcm"), read_volume(out / "ct-3slice_liver.nii.gz")
+    check_same_grid(nii, seg, "nifti", "seg")
+    from tests.data.test_dicom_seg import _ras
+
+    np.testing.assert_array_equal(_ras(seg), _ras(nii))
+    # a NIfTI input has no DICOM UIDs: refused in one line, nothing written
+    (src,) = _good_cases(tmp_path / "in", 1)
+    capsys.readouterr()
+    assert _infer(str(src), "-o", str(tmp_path / "out2"), "--output-type", "dicom_seg") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "needs a DICOM series input" in err and str(src) in err
+    assert _files(tmp_path / "out2") == []
+    with pytest.raises(SystemExit) as e:  # argparse: usage and one error line
+        _infer(str(src), "-o", str(tmp_path / "out3"), "-ot", "rtstruct")
+    assert e.value.code == 2 and "expected nifti, dicom_seg" in capsys.readouterr().err
+
+
+def test_output_types_match_the_package() -> None:
+    from sam_mix_monai.cli import infer
+    from sam_mix_monai.inference.outputs import OUTPUT_TYPES
+
+    assert infer._OUTPUT_TYPES == OUTPUT_TYPES
