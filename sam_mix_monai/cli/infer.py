@@ -45,9 +45,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="volume file, DICOM series folder, or folder of cases")
     p.add_argument("-i", "--input", action="append", default=[], dest="input_flags", metavar="INPUT",
                    help="an input, as the positional INPUT (repeatable)")
-    src = p.add_mutually_exclusive_group(required=True)
+    src = p.add_mutually_exclusive_group()
     src.add_argument("--checkpoint", metavar="CKPT", help="training checkpoint (sam-mix train)")
     src.add_argument("--bundle", metavar="DIR", help="MONAI bundle folder (configs/inference.yaml + models/model.pt)")
+    p.add_argument("--box", metavar="X1,Y1,Z1,X2,Y2,Z2",
+                   help="a 3D box prompt: 0-based inclusive voxel indices along the input array's axes (NIfTI i, j, k "
+                        "as ITK-SNAP / 3D Slicer show them; DICOM columns, rows, slice order). Replaces the CAM prompt "
+                        "of a SAM-Mix checkpoint; without --checkpoint/--bundle the pretrained LiteMedSAM segments "
+                        "alone. Propagated slice to slice as in MedSAM")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder (created if missing)")
     p.add_argument("--preview", action="store_true", help="also write a PNG with axial/coronal/sagittal overlays")
     p.add_argument("-d", "--device", default="auto", metavar="DEVICE",
@@ -114,6 +119,11 @@ def _run(args: argparse.Namespace, inputs: list, out) -> int:
     progress = not args.no_progress
     started = time.time()
     cases = find_cases(inputs)
+    box = None
+    if args.box is not None:
+        from sam_mix_monai.inference.box3d import parse_box
+
+        box = parse_box(args.box, cases[0].path if len(cases) == 1 else None)
     if rank == 0:  # leftovers of a killed earlier run writing these cases
         clean_stale_parts(out, before=started, stems=[f"{c.name}_liver." for c in cases])
     types = tuple(dict.fromkeys(t for group in (args.output_type or [["nifti"]]) for t in group))
@@ -124,11 +134,11 @@ def _run(args: argparse.Namespace, inputs: list, out) -> int:
         if args.skip_existing and mask_path(out, cases[0], types).is_file():
             print(f"{cases[0].name}: skipped, {mask_path(out, cases[0], types)} exists")
             return 0
-        res = segmenter.run_one(cases[0], out, args.preview, args.save_probabilities, types)
+        res = segmenter.run_one(cases[0], out, args.preview, args.save_probabilities, types, box)
         _print_case(res.summary, res.outputs)
         return 0
     report = segmenter.run(cases, out, preview=args.preview, save_probabilities=args.save_probabilities,
-                           skip_existing=args.skip_existing, rank=rank, world_size=world, output_types=types)
+                           skip_existing=args.skip_existing, rank=rank, world_size=world, output_types=types, box=box)
     for res in report.results:
         if res.skipped:
             print(f"{res.case.name}: skipped, {res.outputs[0]} exists")

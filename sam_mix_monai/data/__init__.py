@@ -18,6 +18,7 @@ _EXPORTS = {
     "SliceStoreWriter": "h5store",
     "read_attrs": "h5store",
     "read_volume": "io",
+    "LoadVolumed": "io",
 }
 
 __all__ = sorted(_EXPORTS)

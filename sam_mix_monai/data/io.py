@@ -327,3 +327,30 @@ def check_same_grid(image: MetaTensor, label: MetaTensor, image_path: PathLike, 
 def voxel_spacing(affine: np.ndarray) -> np.ndarray:
     """Voxel spacing (mm) along each array axis of a 4x4 affine."""
     return np.sqrt((np.asarray(affine, dtype=np.float64)[:3, :3] ** 2).sum(0))
+
+
+class LoadVolumed:
+    """Dictionary transform: ``d[key]`` (a path) -> the ``(1, X, Y, Z)`` MetaTensor of :func:`read_volume`.
+
+    What the bundle's ``preprocessing`` names, so that MONAI Label and ``monai.bundle`` read every input
+    format the CLI reads (NIfTI, NRRD, MHA, DICOM series folders and zips) with the same RAS affine; with
+    ``check_ct`` the CT checks of :func:`check_ct_values` run too. MONAI's ``LoadImaged`` with its ITK
+    reader would need the ``itk`` package, which this project does not depend on.
+
+    Args:
+        keys: the keys to load.
+        check_ct: also reject images that are not CT in HU.
+    """
+
+    def __init__(self, keys: str | tuple[str, ...] | list[str], check_ct: bool = True) -> None:
+        self.keys = (keys,) if isinstance(keys, str) else tuple(keys)
+        self.check_ct = bool(check_ct)
+
+    def __call__(self, data: dict) -> dict:
+        out = dict(data)
+        for key in self.keys:
+            vol = read_volume(out[key])
+            if self.check_ct:
+                check_ct_values(vol, out[key])
+            out[key] = vol
+        return out

@@ -124,26 +124,33 @@ def case_partition(dataset: SliceDataset, rank: int = 0, world_size: int = 1) ->
 
 
 def evaluation_loader(
-    path: PathLike,
-    split: str | None,
-    batch_size: int,
+    path: PathLike | None = None,
+    split: str | None = None,
+    batch_size: int = 16,
     rank: int = 0,
     world_size: int = 1,
     num_workers: int = 0,
+    dataset: SliceDataset | None = None,
 ) -> DataLoader:
     """Slices of one split (every mask and label), whole cases per rank, in file order.
 
     Args:
-        path: HDF5 slice store.
+        path: HDF5 slice store (unless ``dataset`` is given).
         split: split name (``None``: every slice).
         batch_size: slices per batch.
         rank, world_size: this process and the number of processes.
         num_workers: loader worker processes.
+        dataset: the split's :class:`SliceDataset`, instead of ``path`` and ``split`` (the bundle's
+            ``validate#dataset``).
 
     Returns:
         The loader.
     """
-    ds = case_partition(SliceDataset(path, split=split), rank, world_size)
+    if dataset is None:
+        if path is None:
+            raise ValueError("evaluation_loader needs a store path or a dataset")
+        dataset = SliceDataset(path, split=split)
+    ds = case_partition(dataset, rank, world_size)
     return DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
 
 

@@ -10,7 +10,7 @@
 * :mod:`.distributed` case sharding under ``torchrun``; :mod:`.bundle` bundle config entry functions.
 """
 
-from sam_mix_monai.inference.bundle import bundle_inference, ensure_phantom_ct, training_store
+from sam_mix_monai.inference.bundle import BundleEvaluator, bundle_cases, bundle_inference, ensure_phantom_ct, training_store
 from sam_mix_monai.inference.cases import Case, find_cases
 from sam_mix_monai.inference.distributed import dist_info, shard
 from sam_mix_monai.inference.export import FORMATS, ExportCheck, check_export, export_network
@@ -27,6 +27,7 @@ __all__ = [
     "FORMATS",
     "INFERABLE_MODELS",
     "AxialGeometry",
+    "BundleEvaluator",
     "Case",
     "CaseResult",
     "ExportCheck",
@@ -34,6 +35,7 @@ __all__ = [
     "VolumeSliceInferer",
     "SliceOutput",
     "SlicePredictor",
+    "bundle_cases",
     "bundle_inference",
     "bundle_network",
     "case_summary",

@@ -3,10 +3,13 @@
 ``configs/inference.yaml`` runs::
 
     initialize: $sam_mix_monai.inference.ensure_phantom_ct(@dataset_dir, @phantom_dir)
-    run:        $sam_mix_monai.inference.bundle_inference(@network, @inferer, @dataset_dir, @output_dir, @ckpt_path)
+    run:        $@evaluator.run()     # a BundleEvaluator: bundle_inference(@network, @inferer, @dataset_dir, ...)
 
 so ``python -m monai.bundle run --config_file configs/inference.yaml`` segments every case of
-``dataset_dir`` exactly like ``sam-mix infer --bundle``. ``configs/train.yaml`` finds (or generates)
+``dataset_dir`` exactly like ``sam-mix infer --bundle``. The config also names the ids MONAI's
+``InferProperties`` require (``dataset``: :func:`bundle_cases` with ``preprocessing``;
+``evaluator``: :class:`BundleEvaluator`) and ``postprocessing``: what MONAI Label's bundle task runs
+(``preprocessing`` -> ``inferer(image[None], network)`` -> ``postprocessing``). ``configs/train.yaml`` finds (or generates)
 its HDF5 slice store with :func:`training_store`.
 """
 
@@ -25,7 +28,7 @@ from sam_mix_monai.inference.runner import RunReport, segment_cases
 from sam_mix_monai.inference.volume import VolumeSliceInferer
 from sam_mix_monai.utils.errors import InputError, PathLike
 
-__all__ = ["bundle_inference", "ensure_phantom_ct", "training_store"]
+__all__ = ["BundleEvaluator", "bundle_cases", "bundle_inference", "ensure_phantom_ct", "training_store"]
 
 logger = logging.getLogger(__name__)
 
@@ -144,3 +147,34 @@ def bundle_inference(
     if report.failed:
         raise InputError(None, "; ".join(r.error or "" for r in report.failed))
     return report
+
+
+def bundle_cases(dataset_dir: PathLike) -> list[dict[str, str]]:
+    """The cases of ``dataset_dir`` as MONAI dataset items ``{"image": path, "case": name}`` (:func:`.cases.find_cases`)."""
+    from sam_mix_monai.inference.cases import find_cases
+
+    return [{"image": str(c.path), "case": c.name} for c in find_cases([dataset_dir])]
+
+
+class BundleEvaluator:
+    """The bundle's ``evaluator``: ``run()`` segments every case of ``dataset_dir`` (:func:`bundle_inference`).
+
+    An object with ``run()``, as MONAI's bundle workflows expect of an evaluator; the work is the same
+    per-case loop as ``sam-mix infer`` (streamed slices, mask on the input grid, atomic outputs).
+
+    Args:
+        network, inferer, dataset_dir, output_dir, ckpt_path, preview, largest_component, progress: see
+            :func:`bundle_inference`.
+    """
+
+    def __init__(self, network: nn.Module, inferer: VolumeSliceInferer, dataset_dir: PathLike, output_dir: PathLike,
+                 ckpt_path: PathLike | None = None, preview: bool = False, largest_component: bool = True,
+                 progress: bool = True) -> None:
+        self.network, self.inferer = network, inferer
+        self.dataset_dir, self.output_dir, self.ckpt_path = dataset_dir, output_dir, ckpt_path
+        self.preview, self.largest_component, self.progress = preview, largest_component, progress
+
+    def run(self) -> RunReport:
+        """Load the weights and segment the cases."""
+        return bundle_inference(self.network, self.inferer, self.dataset_dir, self.output_dir, self.ckpt_path,
+                                preview=self.preview, largest_component=self.largest_component, progress=self.progress)

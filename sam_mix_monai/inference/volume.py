@@ -143,6 +143,15 @@ class VolumeSliceInferer(Inferer):
             up = F.interpolate(up, size=slice_shape, mode="bilinear", align_corners=False)
         return torch.sigmoid(up[:, 0]).numpy().astype(np.float16)
 
+    def _batch(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> MetaTensor:
+        affine = inputs.affine if isinstance(inputs, MetaTensor) else torch.eye(4, dtype=torch.float64)
+        plain = inputs.as_tensor() if isinstance(inputs, MetaTensor) else inputs
+        outs = []
+        for b in range(plain.shape[0]):
+            item_affine = affine[b] if affine.ndim == 3 else affine
+            outs.append(self(MetaTensor(plain[b], affine=item_affine), network, *args, **kwargs))
+        return MetaTensor(torch.stack([o.as_tensor() for o in outs]), affine=torch.stack([o.affine for o in outs]))
+
     def __call__(
         self,
         inputs: torch.Tensor,
@@ -150,7 +159,14 @@ class VolumeSliceInferer(Inferer):
         *args: Any,
         **kwargs: Any,
     ) -> MetaTensor:
-        """Segment ``inputs`` (a ``(1, X, Y, Z)`` HU volume) with ``network``."""
+        """Segment ``inputs`` with ``network``.
+
+        ``inputs`` is a ``(1, X, Y, Z)`` HU volume, or a batch ``(B, 1, X, Y, Z)`` of them (what MONAI
+        Label and ``monai.bundle`` workflows pass); a batch gives a ``(B, 1, X, Y, Z)`` mask, each item on
+        its own affine (a batched MetaTensor's ``(B, 4, 4)`` affine, or one shared ``(4, 4)``).
+        """
+        if inputs.ndim == 5:
+            return self._batch(inputs, network, *args, **kwargs)
         predictor = self.predictor(network)
         size = self.image_size or predictor.image_size
         if size is None:

@@ -47,3 +47,14 @@ def test_export_errors(tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "not a sam-mix training checkpoint" in err
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_bundle_weights_from_a_training_checkpoint(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "models" / "model.pt"
+    assert main(["export", "--checkpoint", str(tiny_checkpoint()), "--format", "bundle", "--output", str(out)]) == 0
+    assert "bundle weights" in capsys.readouterr().out
+    state = torch.load(out, weights_only=True)
+    ref_state, cfg, _ = read_checkpoint(tiny_checkpoint())
+    net = bundle_network(cfg)
+    net.load_state_dict(state)  # the bundle's network_def takes it as it is
+    assert all(torch.equal(state[f"net.{k}"], v) for k, v in ref_state.items())

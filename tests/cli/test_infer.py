@@ -257,3 +257,25 @@ def test_output_types_match_the_package() -> None:
     from sam_mix_monai.inference.outputs import OUTPUT_TYPES
 
     assert infer._OUTPUT_TYPES == OUTPUT_TYPES
+
+
+@pytest.mark.parametrize("box, match", [("0,0,0,95,95,40", "z range [0, 40] lies outside the volume"),
+                                        ("0,0,30,95,95,10", "z1 = 30 > z2 = 10"),
+                                        ("1,2,3", "six integers")])
+def test_bad_box_one_line(tmp_path: Path, box: str, match: str, capsys) -> None:
+    (src,) = _good_cases(tmp_path / "in", 1)
+    assert _infer(str(src), "-o", str(tmp_path / "out"), "--box", box) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and match in err and str(src) in err
+    assert _files(tmp_path / "out") == []
+
+
+def test_box_replaces_the_cam_prompt(tmp_path: Path) -> None:
+    c = phantom(0, "LPS")
+    src = save_case(tmp_path / "in" / "case0.nii.gz", c.image, c.affine)
+    out = tmp_path / "out"
+    assert _infer(str(src), "-o", str(out), "--box", "20,20,10,75,75,30") == 0
+    mask = np.asarray(nib.load(str(out / "case0_liver.nii.gz")).dataobj)
+    assert mask.any() and not mask[:, :, :10].any() and not mask[:, :, 31:].any() and not mask[:19].any()
+    s = json.loads((out / "case0_liver.json").read_text())
+    assert s["mean_classifier_confidence"] is None  # no classifier ran: the box replaced the CAM prompt
