@@ -44,12 +44,12 @@ from sam_mix_monai.inference.geometry import AxialGeometry
 from sam_mix_monai.inference.outputs import (
     OUTPUT_TYPES, check_output_types, mask_image, mask_path, probability_image, write_mask, write_probabilities,
 )
-from sam_mix_monai.transforms.components import keep_largest_component
 from sam_mix_monai.inference.predictor import SlicePredictor
 from sam_mix_monai.inference.preview import save_triplanar_preview
 from sam_mix_monai.inference.statistics import mask_statistics, statistics_row, write_statistics_csv
 from sam_mix_monai.inference.summary import case_summary, write_summary
 from sam_mix_monai.inference.volume import VolumeSliceInferer, volume_array
+from sam_mix_monai.transforms.components import keep_largest_component
 from sam_mix_monai.utils.atomic import check_writable_dir, output_set
 from sam_mix_monai.utils.boundary import stage, to_input_error
 from sam_mix_monai.utils.errors import InputError, PathLike

@@ -60,7 +60,7 @@ def test_propagation_stays_in_the_box_and_ignores_header_orientation() -> None:
 def test_reference_box_on_ircadb_07(ircadb_07: Path) -> None:
     """The pretrained LiteMedSAM from the reference mask's 3D box (an upper bound: an oracle box)."""
     from sam_mix_monai.data.ircadb import read_ircadb_patient
-    from sam_mix_monai.inference.postprocess import keep_largest_component
+    from sam_mix_monai.transforms.components import keep_largest_component
 
     p = read_ircadb_patient(ircadb_07)
     ref = p.liver.numpy()[0] > 0
