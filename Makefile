@@ -47,6 +47,7 @@ bench-train: install
 
 bench-infer: install
 	$(PY) benchmarks/bench_infer.py
+	$(PY) benchmarks/bench_lite.py
 
 # Refresh constraints.txt from the current environment (after a deliberate upgrade).
 lock: install

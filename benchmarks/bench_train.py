@@ -36,6 +36,10 @@ def bench(store: Path, run_dir: Path, iterations: int, workers: int, threads: in
     """Time ``iterations`` training iterations (after 2 warm-up iterations)."""
     torch.set_num_threads(threads)
     cfg = load_config(ROOT / "configs" / "phantom_demo.yaml", [
+        # the dataflow benchmark keeps the compact SAM at 128 px (the demo's LiteMedSAM is timed per encoder mode
+        # in bench_encoder_modes): its short steps show the data wait share most clearly
+        "model.size=compact", "model.image_size=128", "model.encoder_mode=auto", "train.precision=fp32",
+        "augment.labelled=true",
         f"data.path={store}", f"data.num_workers={workers}", f"train.num_threads={threads}",
         f"train.iterations_per_epoch={iterations + 2}", "train.epochs=1", "train.progress=false",
         "data.val_split=null", "output.tensorboard=false", f"output.dir={run_dir}", "evaluate.cross_domain=[]",

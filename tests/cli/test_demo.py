@@ -17,7 +17,8 @@ from tests.experiments.test_demo import report_sections, section_table
 ROOT = Path(__file__).resolve().parents[2]
 
 # A tiny phantom (6 + 2 cases of 64 x 64 x 24) and a few iterations at 64 px: the whole demo in well under a minute.
-TINY = ["phantom.cases_a=6", "phantom.cases_b=2", "phantom.matrix=64", "phantom.slices=24", "phantom.image_size=64",
+# The compact SAM replaces the demo's LiteMedSAM (256 px only; its path is tested in tests/networks).
+TINY = ["model.size=compact", "model.encoder_mode=auto", "train.precision=fp32", "phantom.cases_a=6", "phantom.cases_b=2", "phantom.matrix=64", "phantom.slices=24", "phantom.image_size=64",
         "phantom.split={train: 0.5, val: 0.17, test: 0.33}", "model.image_size=64", "data.n_labelled=12",
         "train.epochs=1", "train.iterations_per_epoch=2", "train.batch_size=4", "unlabelled.batch_size=4",
         "output.tensorboard=false"]

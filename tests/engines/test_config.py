@@ -26,7 +26,7 @@ def test_shipped_configs_validate(name, tmp_path):
 
 def test_paper_settings_in_configs():
     cfg = load_config(CONFIGS / "lits_sammix_50.yaml")
-    assert cfg.data.n_labelled == 50 and cfg.model.size == "vit_b" and cfg.model.lora_rank == 8
+    assert cfg.data.n_labelled == 50 and cfg.model.size == "lite_medsam" and cfg.model.resolved_encoder_mode() == "lora" and cfg.model.lora_rank == 8
     assert cfg.loss.pseudo_threshold == 0.7 and cfg.loss.pseudo_cls == 0.25 and cfg.train.lr == 1e-4
     assert load_config(CONFIGS / "sam_pp_0.yaml").train.epochs == 0
     assert load_config(CONFIGS / "totalseg_crossdomain.yaml").evaluate.cross_domain
