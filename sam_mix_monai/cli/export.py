@@ -42,15 +42,23 @@ def run(args: argparse.Namespace) -> int:
     """Export, check, print one line; exit 1 when the check fails the tolerance."""
     from pathlib import Path
 
+    from sam_mix_monai.utils.atomic import output_folder
+
+    with output_folder(Path(args.output).parent):  # removed again when nothing was written into it
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from sam_mix_monai import __version__
     from sam_mix_monai.inference import load_bundle, load_checkpoint
     from sam_mix_monai.inference.export import (check_export, default_check_batch, export_network, export_summary,
                                                 require_finite_outputs)
     from sam_mix_monai.inference.loading import bundle_network
     from sam_mix_monai.networks import SAMMixInference
-    from sam_mix_monai.utils.atomic import check_writable_dir, output_set
+    from sam_mix_monai.utils.atomic import output_set
 
-    check_writable_dir(Path(args.output).parent)
     if args.checkpoint:
         net, cfg, _ = load_checkpoint(args.checkpoint)
         if cfg.name != "sam_mix":

@@ -83,8 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO,
         format="%(message)s",
     )
-    if args.debug:  # e.g. the traceback of each failed case of a batch
-        logging.getLogger("sam_mix_monai").setLevel(logging.DEBUG)
+    # --debug: e.g. the traceback of each failed case of a batch (set on every call: main() may run
+    # several times in one process)
+    logging.getLogger("sam_mix_monai").setLevel(logging.DEBUG if args.debug else logging.NOTSET)
     try:
         return int(args.func(args) or 0)
     except InputError as e:

@@ -47,8 +47,9 @@ def test_export_refuses_bad_weights(tmp_path, capfd, kind):
     ckpt, match = _write(tmp_path, kind)
     inputs = Snapshot(ckpt.parent)
     out = tmp_path / "out" / "model.ts"
-    line = assert_clean_failure(_export(ckpt, out), capfd, [ckpt], inputs, [out], match)
+    line = assert_clean_failure(_export(ckpt, out), capfd, [ckpt], inputs, [out.parent], match)
     assert "PWNED" not in line
+    assert not out.parent.exists()  # the folder this run created is gone again
 
 
 def test_export_refuses_non_finite_outputs_before_writing(tmp_path, capfd, monkeypatch):
