@@ -14,6 +14,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from sam_mix_monai.engines.config import ExperimentConfig, dump_config, load_con
 from sam_mix_monai.engines.handlers.checkpoint import LAST
 from sam_mix_monai.engines.handlers.history import METRICS_FILE
 from sam_mix_monai.networks.checkpoint import check_finite, safe_torch_load
-from sam_mix_monai.utils.atomic import atomic_output, check_writable_dir
+from sam_mix_monai.utils.atomic import atomic_output, check_writable_dir, clean_stale_parts
 from sam_mix_monai.utils.errors import InputError, PathLike
 
 __all__ = ["CONFIG_FILE", "RUN_FILE", "git_commit", "check_data", "prepare_run_dir", "check_resumable", "resume_config",
@@ -123,6 +124,7 @@ def prepare_run_dir(cfg: ExperimentConfig, resume: bool, world_size: int = 1) ->
         for name in ("last.pt", "best.pt", METRICS_FILE, "curves.png"):
             (run_dir / name).unlink(missing_ok=True)
     check_writable_dir(run_dir)
+    clean_stale_parts(run_dir, before=time.time())  # half-written checkpoints of a killed earlier run
     with atomic_output(run_dir / CONFIG_FILE) as tmp:
         tmp.write_text(dump_config(cfg), encoding="utf-8")
     runs = []

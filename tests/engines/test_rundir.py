@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 
 import pytest
 import torch
@@ -28,8 +30,12 @@ def test_prepare_and_resume_config(tiny_phantom, tmp_path):
     torch.save({"network": {"w": torch.zeros(1)}, "optimizer": {}, "trainer": {}}, run / "last.pt")
     with pytest.raises(InputError, match="already holds a run"):
         prepare_run_dir(cfg, resume=False)
+    stale = run / ".last.pt.k1ll3d.part.pt"  # a killed run's half-written checkpoint
+    stale.write_bytes(b"half")
+    os.utime(stale, (time.time() - 60, time.time() - 60))
     prepare_run_dir(cfg, resume=True)  # resuming appends a provenance record
     assert len(json.loads((run / "run.json").read_text())) == 2
+    assert not stale.exists()
 
 
 def test_check_data_names_the_key(tiny_phantom, tmp_path):
