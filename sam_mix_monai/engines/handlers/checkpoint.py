@@ -22,6 +22,7 @@ import torch
 from ignite.engine import Engine
 from ignite.handlers import Checkpoint
 
+from sam_mix_monai.networks.checkpoint import check_finite
 from sam_mix_monai.utils.atomic import atomic_output
 from sam_mix_monai.utils.errors import InputError, PathLike
 
@@ -46,14 +47,14 @@ class AtomicSaver:
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
         if idist.get_rank() != 0:
             return
+        name = self.filename or filename
         state = checkpoint.get("network")
         if isinstance(state, Mapping):  # never replace a good checkpoint with diverged weights
-            bad = [k for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
-                   and not bool(torch.isfinite(v).all())]
-            if bad:
-                raise InputError(None, f"weights became NaN or infinite ({len(bad)} tensors, e.g. {bad[0]}); "
-                                       f"{self.filename or filename} was not overwritten")
-        with atomic_output(self.dirname / (self.filename or filename)) as tmp:
+            try:
+                check_finite(state, None)
+            except InputError as e:
+                raise InputError(None, f"{e.problem}; {name} was not overwritten") from None
+        with atomic_output(self.dirname / name) as tmp:
             torch.save(checkpoint, tmp)
 
 

@@ -51,3 +51,19 @@ def test_atomic_saver_leaves_the_old_file_when_writing_fails(tmp_path):
         saver({"a": Bad()}, "ignored.pt")
     assert torch.load(tmp_path / "last.pt", weights_only=True)["a"].item() == 1.0
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary left behind
+
+
+def test_saver_never_writes_non_finite_weights(tmp_path):
+    import pytest
+    import torch
+
+    from sam_mix_monai.engines.handlers import AtomicSaver
+    from sam_mix_monai.utils.errors import InputError
+
+    saver = AtomicSaver(tmp_path, "best.pt")
+    saver({"network": {"w": torch.ones(2)}}, "ignored.pt")
+    good = (tmp_path / "best.pt").read_bytes()
+    with pytest.raises(InputError, match=r"NaN or infinite values in 1 \(w\).*best.pt was not overwritten"):
+        saver({"network": {"w": torch.tensor([1.0, float("nan")])}}, "ignored.pt")
+    assert (tmp_path / "best.pt").read_bytes() == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt"]
