@@ -1,6 +1,7 @@
 """Model benchmark (``make bench-model``).
 
-For SAM-Mix ``compact`` and ``vit_b`` at 256x256 input:
+For SAM-Mix ``compact``, ``lite_medsam`` (the default: packaged LiteMedSAM, LoRA) and ``vit_b`` at 256x256
+input (LiteMedSAM's encoder backends, bf16 and ONNX Runtime, are in ``bench_lite.py``):
 
 * parameter counts, total and trainable (``vit_b`` in the paper's setting: LoRA r=8 on a frozen
   encoder, as with a pretrained checkpoint; ``compact`` in its default: encoder trained fully);
@@ -30,7 +31,9 @@ from _meta import run_meta  # noqa: E402
 def bench(size: str, image_size: int, batch: int, repeats: int, batched_repeats: int) -> dict:
     torch.manual_seed(0)
     mode = "lora" if size != "compact" else "auto"
-    net = build_model(ModelConfig(name="sam_mix", size=size, image_size=image_size, encoder_mode=mode)).eval()
+    # random weights suffice for cost figures (load_pretrained=False: no checkpoint file read)
+    net = build_model(ModelConfig(name="sam_mix", size=size, image_size=image_size, encoder_mode=mode),
+                      load_pretrained=False).eval()
     total = sum(p.numel() for p in net.parameters())
     trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
     x1 = torch.rand(1, 1, image_size, image_size)
@@ -54,7 +57,7 @@ def bench(size: str, image_size: int, batch: int, repeats: int, batched_repeats:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", nargs="+", default=["compact", "vit_b"])
+    parser.add_argument("--sizes", nargs="+", default=["compact", "lite_medsam", "vit_b"])
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")

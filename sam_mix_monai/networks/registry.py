@@ -42,7 +42,8 @@ __all__ = ["ModelConfig", "build_model", "MODEL_REGISTRY", "register_model", "PR
 
 #: Model settings that change how SAM-Mix prompts SAM but not its weights: a loaded checkpoint may
 #: override them (``sam-mix evaluate --set model.KEY=VALUE``).
-PROMPT_KEYS = ("cam_threshold", "cls_threshold", "cam_component", "box_refine", "box_margin", "fallback_box_fraction")
+PROMPT_KEYS = ("cam_threshold", "cls_threshold", "cam_component", "box_refine", "box_margin", "fallback_box_fraction",
+               "skip_gated")
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +71,8 @@ class ModelConfig(BaseModel):
         cam_component: CAM component the prompts come from: ``area`` (largest, the guide's default),
             ``peak`` (holds the CAM maximum) or ``mass`` (largest CAM sum).
         box_refine: SAM decoding rounds that replace the box by the box of SAM's previous mask (0: off).
+        skip_gated: in eval mode, SAM runs only on slices that pass the classifier gate (the same
+            masks, less compute; :meth:`.sam_mix.SAMMix.forward`).
         box_margin: pixels (SAM input) added around a refined box.
         fallback_box_fraction: side fraction of the central box used when the CAM mask is empty.
         prompts: ``box+mask`` (SAM-Mix), ``box`` or ``mask`` (ablations).
@@ -100,6 +103,7 @@ class ModelConfig(BaseModel):
     lcc_iterations: int | None = Field(None, ge=1)
     cam_component: Literal["area", "peak", "mass"] = "area"
     box_refine: int = Field(0, ge=0, le=5)
+    skip_gated: bool = False
     box_margin: float = Field(3.0, ge=0.0)
     fallback_box_fraction: float = Field(0.5, gt=0.0, le=1.0)
     prompts: Literal["box+mask", "box", "mask"] = "box+mask"
@@ -188,6 +192,7 @@ def _build_sam_mix(cfg: ModelConfig, load_pretrained: bool) -> nn.Module:
         cam_component=cfg.cam_component,
         box_refine=cfg.box_refine,
         box_margin=cfg.box_margin,
+        skip_gated=cfg.skip_gated,
     )
 
 

@@ -43,6 +43,7 @@ from torch import nn
 from sam_mix_monai.networks.cam import cam_prompts, closed_form_gradcam, mask_to_box
 from sam_mix_monai.networks.classifier import LIVER, ResNet38, liver_probability
 from sam_mix_monai.networks.decoding import sam_decode, sam_encode, sam_forward
+from sam_mix_monai.networks.single_output import GATED_LOGIT
 
 __all__ = ["SAMMix"]
 
@@ -69,6 +70,8 @@ class SAMMix(nn.Module):
             ``box_margin`` pixels (0: the CAM box only). The image is encoded once; a round whose
             mask is empty keeps the previous box.
         box_margin: pixels added on each side of a refined box (MedSAM's 3D inference uses 3).
+        skip_gated: in eval mode (not tracing / exporting), run SAM only on the slices that pass the
+            classifier gate; the others get an empty prediction (see :meth:`forward`).
     """
 
     def __init__(
@@ -84,6 +87,7 @@ class SAMMix(nn.Module):
         cam_component: str = "area",
         box_refine: int = 0,
         box_margin: float = 3.0,
+        skip_gated: bool = False,
     ) -> None:
         super().__init__()
         if not (use_box or use_mask):
@@ -99,6 +103,7 @@ class SAMMix(nn.Module):
         self.cam_component = cam_component
         self.box_refine = int(box_refine)
         self.box_margin = float(box_margin)
+        self.skip_gated = bool(skip_gated)
 
     @property
     def image_size(self) -> int:
@@ -221,10 +226,12 @@ class SAMMix(nn.Module):
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """Segment a batch of slices: :meth:`prompt`, then :meth:`segment` on every slice.
 
-        Every slice goes through SAM, including those the classifier calls liver-free (training
-        needs them; :class:`.single_output.SAMMixInference` and the exporters need static shapes).
-        :class:`sam_mix_monai.inference.SlicePredictor` runs the two stages itself and skips SAM on
-        gated slices.
+        Every slice goes through SAM, including those the classifier calls liver-free (training and
+        the exporters need them). With ``skip_gated``, in eval mode and outside tracing / export,
+        SAM runs only on the slices whose liver probability passes ``cls_threshold`` (as
+        :class:`sam_mix_monai.inference.SlicePredictor` does): the others get ``GATED_LOGIT`` mask
+        logits (an empty mask, which is what every consumer makes of a gated slice) and zero IoU.
+        With LiteMedSAM on CPU the SAM branch is most of the cost, and many slices hold no liver.
 
         Args:
             image: (B, 1, H, W) CT slices in [0, 1]; resized (bilinear) to ``image_size`` when needed.
@@ -242,6 +249,32 @@ class SAMMix(nn.Module):
               (the refined one with ``box_refine``); ``box_fallback`` (B,) bool.
         """
         prompts = self.prompt(image)
-        out = self.segment(prompts["image"], prompts)
+        present = prompts["liver_present"]
+        static = not self.skip_gated or self.training or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+        if static or bool(present.all()):
+            out = self.segment(prompts["image"], prompts)
+        else:
+            out = self._segment_passed(prompts, torch.nonzero(present).flatten())
         out.update({k: prompts[k] for k in _PROMPT_OUTPUTS if k not in out})  # a refined box stays
         return self.resize_outputs(out, image.shape[-2:])
+
+    def _segment_passed(self, prompts: dict[str, torch.Tensor], keep: torch.Tensor) -> dict[str, torch.Tensor]:
+        """:meth:`segment` on the slices ``keep`` only; the gated ones filled with an empty prediction."""
+        x = prompts["image"]
+        b, s = x.shape[0], x.shape[-1]
+        low = int(self.sam.prompt_encoder.mask_input_size[0])
+        out = {
+            "mask_logits": torch.full((b, 1, s, s), GATED_LOGIT, device=x.device),
+            "all_mask_logits": torch.full((b, 3, s, s), GATED_LOGIT, device=x.device),
+            "iou_pred": torch.zeros(b, 3, device=x.device),
+            "chosen_iou": torch.zeros(b, device=x.device),
+            "low_res_logits": torch.full((b, 1, low, low), GATED_LOGIT, device=x.device),
+        }
+        if keep.numel():
+            part = self.segment(x[keep], {k: v[keep] for k, v in prompts.items()})
+            if "boxes" in part:
+                out["boxes"] = prompts["boxes"].clone()
+            for k, v in part.items():
+                out[k] = out[k].to(v.dtype)
+                out[k][keep] = v
+        return out

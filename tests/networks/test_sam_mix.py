@@ -170,3 +170,27 @@ def test_box_refine_prompts_sam_with_the_box_of_its_first_mask() -> None:
     torch.testing.assert_close(out["boxes"], expected)
     torch.testing.assert_close(out["mask_logits"], second["mask_logits"])
     assert not torch.equal(out["boxes"], p["boxes"])  # the CAM box was replaced
+
+
+def test_skip_gated_runs_sam_on_passed_slices_only_with_the_same_masks() -> None:
+    from sam_mix_monai.networks.single_output import GATED_LOGIT
+
+    torch.manual_seed(0)
+    net = build_model(ModelConfig(name="sam_mix", size="compact", image_size=64, skip_gated=True)).eval()
+    x, _ = mixed_batch(4, 64)
+    with torch.no_grad():
+        prob = net.prompt(x)["liver_prob"]
+        net.cls_threshold = float(prob.median())  # some slices pass, some do not
+        passed = prob >= net.cls_threshold
+        assert 0 < int(passed.sum()) < 4
+        calls = []
+        hook = net.sam.image_encoder.register_forward_hook(lambda m, i, o: calls.append(o.shape[0]))
+        fast = net(x)
+        net.skip_gated = False
+        full = net(x)
+        hook.remove()
+    assert calls == [int(passed.sum()), 4]  # SAM encoded the passed slices only
+    torch.testing.assert_close(fast["mask_logits"][passed], full["mask_logits"][passed], rtol=1e-4, atol=1e-4)
+    assert torch.all(fast["mask_logits"][~passed] == GATED_LOGIT)
+    for k in ("liver_prob", "boxes", "cam_mask"):
+        torch.testing.assert_close(fast[k], full[k])
