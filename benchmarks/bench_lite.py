@@ -53,7 +53,8 @@ def _sam() -> torch.nn.Module:
 def bench_encoder(sam: torch.nn.Module, peaks: dict[str, float], batches: tuple[int, ...], repeats: int) -> list[dict]:
     """ms/slice and share of the GEMM peak of each encoder backend."""
     enc = sam.image_encoder
-    x1 = torch.rand(1, 3, 256, 256)
+    size = int(enc.img_size)
+    x1 = torch.rand(1, 3, size, size)
     gflop = count_flops(lambda: enc(x1))[0] / 1e9
     rows = []
 
@@ -68,7 +69,7 @@ def bench_encoder(sam: torch.nn.Module, peaks: dict[str, float], batches: tuple[
 
     with torch.no_grad():
         for b in batches:
-            x = torch.rand(b, 3, 256, 256)
+            x = torch.rand(b, 3, size, size)
             row("eager", "fp32", b, lambda: enc(x))
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 row("eager autocast", "bf16", b, lambda: enc(x))
@@ -122,7 +123,8 @@ def naive(sam: torch.nn.Module, ct_path: Path, label_path: Path, n: int, io_s: f
     zs = np.linspace(0, ct.shape[0] - 1, n + 1).round().astype(int)
     times = []
     for k, z in enumerate(zs):
-        box = _tight_box(label[z]) if label[z].any() else np.array([128, 128, 384, 384], dtype=np.float32)
+        h, w = label[z].shape
+        box = _tight_box(label[z]) if label[z].any() else np.array([w / 4, h / 4, 3 * w / 4, 3 * h / 4], dtype=np.float32)
         t0 = time.perf_counter()
         with torch.no_grad():
             predict_box_mask(sam, prepare_sam_slice(np.asarray(window(ct[z])), sam), box)
