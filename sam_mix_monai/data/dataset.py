@@ -32,6 +32,7 @@ from torch.utils.data import Dataset
 from sam_mix_monai.data.h5store import FORMAT_NAME, SPLIT_NAMES, open_store
 from sam_mix_monai.data.store_checks import check_finite_sample, sample_rows, validate_store
 from sam_mix_monai.data.legacy import is_legacy_file, legacy_slice_names, legacy_to_unit
+from sam_mix_monai.transforms.window import DEFAULT_WINDOW
 from sam_mix_monai.utils.errors import InputError, PathLike
 
 Subset = Literal["all", "labelled", "unlabelled"]
@@ -54,6 +55,10 @@ class SliceTable:
             self.legacy = is_legacy_file(f)
             rate = f.attrs.get("keep_rate")
             self.keep_rate = None if rate is None else float(rate)  # converter setting (1.0: whole volumes)
+            #: The slicing the store was made with (``SlicingConfig`` fields found in its attributes).
+            self.slicing: dict[str, float | int] = {
+                k: (int if k == "image_size" else float)(f.attrs[k])
+                for k in ("window_center", "window_width", "keep_rate", "image_size") if k in f.attrs}
             if self.legacy:
                 self.names = legacy_slice_names(f)
                 n = len(self.names)
@@ -67,6 +72,9 @@ class SliceTable:
                 rows = sample_rows(n)
                 check_finite_sample(np.stack([f[self.names[r]]["Slice"][()].astype(np.float32) for r in rows]) if n
                                     else np.zeros((0, 1)), self.path, "Slice{i}/Slice", rows)
+                side = int(f[self.names[0]]["Slice"].shape[-1]) if n else 0
+                self.slicing = {"window_center": float(DEFAULT_WINDOW[0]), "window_width": float(DEFAULT_WINDOW[1]),
+                                "image_size": side}  # legacy_to_unit re-windows to the paper's window
             elif "image" in f or "mask" in f or f.attrs.get("format") == FORMAT_NAME:
                 validate_store(f, self.path)
                 self.labels = f["label"][()]
@@ -179,15 +187,21 @@ def _chunk_index(ds: h5py.Dataset) -> tuple[np.ndarray, int, np.dtype, tuple[int
     return offsets, int(np.prod(ds.shape[1:])) * ds.dtype.itemsize, ds.dtype, tuple(ds.shape[1:])
 
 
-def select_labelled(rows: np.ndarray, labels: np.ndarray, n_labelled: int, seed: int, path: PathLike = "") -> np.ndarray:
-    """Choose ``n_labelled`` liver-positive rows (reproducibly for a seed).
+def select_labelled(rows: np.ndarray, labels: np.ndarray, n_labelled: int, seed: int, path: PathLike = "",
+                    n_empty: int = 0) -> np.ndarray:
+    """Choose ``n_labelled`` liver-positive rows, plus ``n_empty`` liver-free ones (reproducibly for a seed).
+
+    The positives are the same whatever ``n_empty`` (separate random streams). A liver-free slice
+    needs no drawing to be labelled: its mask is known to be empty from its image label, which every
+    model of a comparison gets, so it can supervise every model's masks.
 
     Args:
         rows: candidate rows (one split).
         labels: slice labels of all rows.
-        n_labelled: how many slices keep their masks.
+        n_labelled: how many liver-positive slices keep their masks.
         seed: selection seed.
         path: the file, for error messages.
+        n_empty: liver-free slices added (fewer when the split has fewer).
 
     Raises:
         InputError: when fewer liver-positive slices are available.
@@ -195,7 +209,12 @@ def select_labelled(rows: np.ndarray, labels: np.ndarray, n_labelled: int, seed:
     positive = rows[labels[rows] > 0]
     if n_labelled > len(positive):
         raise InputError(path, f"asked for {n_labelled} labelled slices but only {len(positive)} liver-positive slices are available")
-    return np.sort(np.random.default_rng(seed).choice(positive, size=n_labelled, replace=False))
+    chosen = np.random.default_rng(seed).choice(positive, size=n_labelled, replace=False)
+    negative = rows[labels[rows] == 0]
+    if n_empty > 0 and len(negative):
+        empty = np.random.default_rng([seed, 2]).choice(negative, size=min(int(n_empty), len(negative)), replace=False)
+        chosen = np.concatenate([chosen, empty])
+    return np.sort(chosen)
 
 
 class SliceDataset(Dataset):
@@ -207,6 +226,7 @@ class SliceDataset(Dataset):
             hold one split each: ``None`` only).
         n_labelled: keep masks for only this many liver-positive slices, chosen with
             ``seed``; ``None`` keeps every mask.
+        n_empty: also keep the (empty) masks of this many liver-free slices (with ``n_labelled``).
         subset: ``"labelled"`` or ``"unlabelled"`` to serve only one part, or ``"all"``.
         seed: seed of the labelled selection and of label withholding.
         withhold_label_fraction: share of unlabelled slices whose image label is also
@@ -223,13 +243,14 @@ class SliceDataset(Dataset):
         seed: int = 0,
         withhold_label_fraction: float = 0.0,
         transform: Callable[[dict], dict] | None = None,
+        n_empty: int = 0,
     ) -> None:
         self.table = SliceTable(path)
         rows = self.table.rows(split)
         if n_labelled is None:
             labelled = rows
         else:
-            labelled = select_labelled(rows, self.table.labels, int(n_labelled), seed, path)
+            labelled = select_labelled(rows, self.table.labels, int(n_labelled), seed, path, n_empty)
         self.is_labelled = np.zeros(len(self.table), bool)
         self.is_labelled[labelled] = True
         rng = np.random.default_rng(seed + 1)

@@ -22,6 +22,7 @@ from sam_mix_monai.engines.loaders import EpochStream, evaluation_loader, traini
 from sam_mix_monai.engines.losses import SAMMixLoss
 from sam_mix_monai.engines.protocols import BoundedHausdorffDistanceMetric, VolumeMetrics
 from sam_mix_monai.engines.run import TrainingJob, build_training, train
+from sam_mix_monai.engines.schedule import build_scheduler, early_stopping, val_score
 from sam_mix_monai.engines.trainer import SAMMixTrainer
 
 __all__ = [
@@ -35,7 +36,9 @@ __all__ = [
     "VolumeMetrics",
     "WeakStrongAugment",
     "build_evaluator",
+    "build_scheduler",
     "build_training",
+    "early_stopping",
     "evaluate_checkpoint",
     "evaluate_dataset",
     "evaluation_loader",
@@ -43,5 +46,6 @@ __all__ = [
     "load_config",
     "train",
     "training_stream",
+    "val_score",
     "validate_config",
 ]

@@ -92,6 +92,9 @@ class DataConfig(_Strict):
     Attributes:
         path: HDF5 slice store (``sam-mix convert`` output, or the original SAM-Mix layout).
         n_labelled: liver-positive training slices that keep their masks (``None``: all).
+        empty_per_labelled: liver-free training slices added to the labelled set per labelled
+            slice, supervised with their empty mask (known from the image label every model gets;
+            0: positives only, the former behaviour). Applies alike to SAM-Mix, U-Net and SAM-PP.
         label_seed: seed of that selection.
         withhold_label_fraction: share of unlabelled slices whose image label is withheld too.
         train_split, val_split, test_split: split names (``val_split: null`` disables validation;
@@ -102,12 +105,18 @@ class DataConfig(_Strict):
 
     path: Path
     n_labelled: int | None = Field(50, ge=0)
+    empty_per_labelled: float = Field(1.0, ge=0.0)
     label_seed: int = 0
     withhold_label_fraction: float = Field(0.0, ge=0.0, le=1.0)
     train_split: Split = "train"
     val_split: Split | None = "val"
     test_split: Split | None = "test"
     num_workers: int = Field(0, ge=0)
+
+    @property
+    def n_empty(self) -> int:
+        """Liver-free slices added to the labelled set (``round(n_labelled * empty_per_labelled)``)."""
+        return int(round((self.n_labelled or 0) * self.empty_per_labelled))
 
 
 class UnlabelledConfig(_Strict):

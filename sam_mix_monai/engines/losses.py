@@ -6,8 +6,9 @@ A weight of 0 switches a term off, and :meth:`SAMMixLoss.wants` lets the trainer
 ==================  =====================================================================
 term                definition
 ==================  =====================================================================
-``seg_dice``        MONAI ``DiceLoss(sigmoid=True)`` of the chosen mask, labelled slices
-``seg_bce``         BCE with logits of the chosen mask, labelled slices
+``seg_dice``        MONAI ``DiceLoss(sigmoid=True)`` of the chosen mask, labelled slices with liver
+                    (a known-empty mask has no Dice to learn from: any pixel would cost ~1)
+``seg_bce``         BCE with logits of the chosen mask, every labelled slice (known-empty ones too)
 ``iou``             MSE between SAM's IoU predictions and the true IoU of each of its 3 masks
 ``cls``             CE of ``class_logits`` of labelled slices (labels >= 0), class-balanced by default
 ``unlabelled_cls``  CE of the weak view of unlabelled slices whose image label is known (balanced too)
@@ -22,6 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from monai.losses import DiceLoss
+from monai.metrics import compute_iou
 from torch import nn
 
 __all__ = ["SAMMixLoss", "masked_cross_entropy", "fixmatch_loss", "consistency_loss", "mask_iou"]
@@ -95,12 +97,13 @@ def consistency_loss(strong_logits: torch.Tensor, target_prob: torch.Tensor, val
 
 
 def mask_iou(mask_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """IoU of each binarised mask (``logit > 0``) with the target: (B, M, H, W), (B, 1, H, W) -> (B, M)."""
+    """IoU of each binarised mask (``logit > 0``) with the target: (B, M, H, W), (B, 1, H, W) -> (B, M).
+
+    MONAI ``compute_iou`` per mask channel; 1 where both are empty.
+    """
     pred = (mask_logits.detach() > 0).float()
-    t = (target > 0.5).float()
-    inter = (pred * t).flatten(2).sum(-1)
-    union = ((pred + t) > 0).float().flatten(2).sum(-1)
-    return torch.where(union > 0, inter / union.clamp_min(1.0), torch.ones_like(inter))
+    t = (target.detach() > 0.5).float().expand_as(pred)
+    return compute_iou(pred, t, include_background=True, ignore_empty=False).to(pred.dtype)
 
 
 class SAMMixLoss(nn.Module):
@@ -157,7 +160,8 @@ class SAMMixLoss(nn.Module):
         terms: dict[str, torch.Tensor] = {}
         logits = out["mask_logits"].float() if self.wants("seg_dice", "seg_bce") else None
         if self.wants("seg_dice"):
-            terms["seg_dice"] = self.dice(logits, mask)
+            liver = mask.flatten(1).amax(1) > 0
+            terms["seg_dice"] = self.dice(logits[liver], mask[liver]) if bool(liver.any()) else logits.sum() * 0.0
         if self.wants("seg_bce"):
             terms["seg_bce"] = F.binary_cross_entropy_with_logits(logits, mask)
         if self.wants("iou") and "iou_pred" in out and "all_mask_logits" in out:

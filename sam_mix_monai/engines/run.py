@@ -13,7 +13,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -23,15 +22,16 @@ from typing import Any
 import ignite.distributed as idist
 import torch
 from ignite.engine import Events
-from ignite.handlers import EarlyStopping, ProgressBar
+from ignite.handlers import ProgressBar
 from monai.handlers import CheckpointLoader, LrScheduleHandler, StatsHandler, TensorBoardStatsHandler, ValidationHandler
 from monai.utils import set_determinism
 from torch import nn
 
 from sam_mix_monai import __version__
 from sam_mix_monai.data import SliceDataset
+from sam_mix_monai.data.dataset import SliceTable
 from sam_mix_monai.engines.augment import WeakStrongAugment
-from sam_mix_monai.engines.config import ExperimentConfig, TrainConfig, validate_config
+from sam_mix_monai.engines.config import ExperimentConfig, validate_config
 from sam_mix_monai.engines.distributed import barrier, is_main, launch, rank, resolve_device, world_size, wrap_model
 from sam_mix_monai.engines.evaluate import evaluate_dataset, format_results
 from sam_mix_monai.engines.evaluator import SAMMixEvaluator, build_evaluator
@@ -40,38 +40,18 @@ from sam_mix_monai.engines.loaders import evaluation_loader, iterations_per_epoc
 from sam_mix_monai.engines.losses import SAMMixLoss
 from sam_mix_monai.engines.phantom_data import ensure_phantom_data
 from sam_mix_monai.engines.rundir import check_data, git_commit, prepare_run_dir
+from sam_mix_monai.engines.schedule import VAL_KEY, build_scheduler, early_stopping
 from sam_mix_monai.engines.trainer import SAMMixTrainer
 from sam_mix_monai.networks.embedding_cache import attach_embedding_cache
 from sam_mix_monai.networks.registry import build_model
 from sam_mix_monai.utils.errors import InputError, PathLike
 from sam_mix_monai.utils.precision import resolve_precision
 
-__all__ = ["TrainingJob", "build_training", "lr_lambda", "prepare", "train"]
+__all__ = ["TrainingJob", "build_training", "prepare", "train"]
 
 logger = logging.getLogger(__name__)
-VAL_KEY = "slice2d_dice"
 #: Name of the upper-bound evaluation of a point-prompted network (SAM-PP) with the oracle point.
 ORACLE_POINT = "oracle point"
-
-
-def lr_lambda(cfg: TrainConfig):
-    """Per-epoch LR factor: linear warm-up, then ``constant`` / ``cosine`` / ``poly`` / ``step``."""
-
-    def factor(epoch: int) -> float:
-        if epoch < cfg.warmup_epochs:
-            return (epoch + 1) / (cfg.warmup_epochs + 1)
-        span = max(1, cfg.epochs - cfg.warmup_epochs)
-        t = min(1.0, (epoch - cfg.warmup_epochs) / span)
-        lo = cfg.min_lr_ratio
-        if cfg.scheduler == "cosine":
-            return lo + (1 - lo) * 0.5 * (1 + math.cos(math.pi * t))
-        if cfg.scheduler == "poly":
-            return lo + (1 - lo) * (1 - t) ** 0.9
-        if cfg.scheduler == "step":
-            return cfg.step_gamma ** ((epoch - cfg.warmup_epochs) // cfg.step_epochs)
-        return 1.0
-
-    return factor
 
 
 def _sync_buffers(model: nn.Module) -> None:
@@ -182,7 +162,8 @@ def build_training(cfg: ExperimentConfig, run_dir: PathLike, resume: bool = Fals
         attach_embedding_cache(model.sam, cfg.model.embedding_cache_mb, cfg.model.embedding_cache_dir)
         if cfg.augment.labelled:
             logger.warning("encoder_mode frozen with augment.labelled: augmented labelled views miss the embedding cache")
-    record = RunRecord(cfg.model.model_dump(mode="json"), cfg.model_dump(mode="json"), __version__, git_commit())
+    record = RunRecord(cfg.model.model_dump(mode="json"), cfg.model_dump(mode="json"), __version__, git_commit(),
+                       slicing=SliceTable(cfg.data.path).slicing)
     job = TrainingJob(cfg, run_dir, device, model.to(device), model, record=record, precision=precision)
     job.history = MetricsHistory(run_dir, title=cfg.name)
     if tc.epochs == 0:
@@ -192,12 +173,15 @@ def build_training(cfg: ExperimentConfig, run_dir: PathLike, resume: bool = Fals
     if tc.batch_size % w or cfg.unlabelled.batch_size % w:
         raise InputError(None, f"train.batch_size and unlabelled.batch_size must be divisible by the {w} processes")
     d = cfg.data
-    labelled = SliceDataset(d.path, d.train_split, d.n_labelled, "labelled" if d.n_labelled is not None else "all", d.label_seed)
+    n_empty = d.n_empty
+    labelled = SliceDataset(d.path, d.train_split, d.n_labelled, "labelled" if d.n_labelled is not None else "all",
+                            d.label_seed, n_empty=n_empty)
     unlabelled = None
     lc = cfg.loss
     useful = (hasattr(model, "classifier") and (lc.unlabelled_cls > 0 or lc.pseudo_cls > 0)) or lc.seg_consistency > 0
     if cfg.unlabelled.enabled and useful and d.n_labelled is not None and not getattr(model, "point_prompted", False):
-        unlabelled = SliceDataset(d.path, d.train_split, d.n_labelled, "unlabelled", d.label_seed, d.withhold_label_fraction)
+        unlabelled = SliceDataset(d.path, d.train_split, d.n_labelled, "unlabelled", d.label_seed, d.withhold_label_fraction,
+                                  n_empty=n_empty)
         unlabelled = unlabelled if len(unlabelled) > 0 else None
     length = tc.iterations_per_epoch or iterations_per_epoch(
         len(unlabelled) if unlabelled else 0, len(labelled), cfg.unlabelled.batch_size, tc.batch_size, unlabelled is not None)
@@ -206,7 +190,7 @@ def build_training(cfg: ExperimentConfig, run_dir: PathLike, resume: bool = Fals
         unlabelled, cfg.unlabelled.batch_size // w, length, tc.seed + 1, r, w, d.num_workers)
     opt_cls = torch.optim.AdamW if tc.optimizer == "adamw" else torch.optim.Adam
     optimizer = opt_cls(_trainable(model), lr=tc.lr, weight_decay=tc.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(tc))
+    scheduler = build_scheduler(optimizer, tc)  # the same function the bundle's train.yaml names
     a = cfg.augment
     augment = WeakStrongAugment(a.flip_prob, a.shift, a.rotate_deg, a.scale, a.shear, a.strong_ops, a.magnitude, a.cutout)
     validator = None
@@ -241,9 +225,9 @@ def _attach_handlers(job: TrainingJob, resume: bool) -> None:
         best = best_checkpoint({"network": job.model, "config": job.record}, run_dir, lambda e: e.state.metrics[VAL_KEY])
         validator.add_event_handler(Events.EPOCH_COMPLETED, best)
         if tc.early_stopping_patience:
-            early = EarlyStopping(tc.early_stopping_patience, lambda e: e.state.metrics[VAL_KEY], trainer)
-            validator.add_event_handler(Events.COMPLETED, early)
-            to_save["early_stopping"] = early
+            early = early_stopping(tc.early_stopping_patience, trainer)  # the bundle's train.yaml names it too
+            early.attach(validator)
+            to_save["early_stopping"] = early._handler  # Ignite's EarlyStopping (its counter and best score)
     LrScheduleHandler(job.scheduler, print_lr=False, epoch_level=True).attach(trainer)
     history.attach(trainer)
     trainer.add_event_handler(Events.EPOCH_COMPLETED, _log_epoch, history)

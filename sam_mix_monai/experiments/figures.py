@@ -39,11 +39,14 @@ def dice_2d(pred: np.ndarray, truth: np.ndarray) -> float:
     Returns:
         ``2 |P ∩ T| / (|P| + |T|)``.
     """
+    import torch
+    from monai.metrics import compute_dice
+
     p, t = np.asarray(pred) > 0, np.asarray(truth) > 0
     if p.shape != t.shape:
         raise ValueError(f"shapes differ: {p.shape} vs {t.shape}")
-    total = int(p.sum()) + int(t.sum())
-    return 1.0 if total == 0 else 2.0 * int((p & t).sum()) / total
+    as_t = lambda a: torch.from_numpy(a)[None, None].float()  # noqa: E731
+    return float(compute_dice(as_t(p), as_t(t), include_background=True, ignore_empty=False))
 
 
 def save_prediction_comparison(

@@ -148,12 +148,12 @@ def segment_with_checkpoint(checkpoint: PathLike, image: PathLike, out_dir: Path
         InputError: a bad checkpoint or input, or a failed case.
     """
     from sam_mix_monai.inference import INFERABLE_MODELS, SlicePredictor, VolumeSliceInferer, load_checkpoint
-    from sam_mix_monai.inference.loading import training_preprocessing
+    from sam_mix_monai.inference.loading import inference_slicing
     from sam_mix_monai.inference.runner import segment_cases
     from sam_mix_monai.transforms import DEFAULT_WINDOW
 
     network, mcfg, record = load_checkpoint(Path(checkpoint), "cpu", models=INFERABLE_MODELS)
-    settings = training_preprocessing(record)
+    settings = inference_slicing(record, checkpoint)
     inferer = VolumeSliceInferer(image_size=settings.get("image_size") or mcfg.image_size,
                                  batch_size=settings.get("batch_size") or 8,
                                  window=settings.get("window") or DEFAULT_WINDOW, device="cpu")

@@ -25,6 +25,7 @@ from torch import nn
 from sam_mix_monai.networks import ModelConfig, SAMMixInference, build_model
 from sam_mix_monai.networks.checkpoint import safe_torch_load
 from sam_mix_monai.networks.run_checkpoint import load_checkpoint, load_weights, read_checkpoint
+from sam_mix_monai.transforms.window import DEFAULT_WINDOW
 from sam_mix_monai.utils.errors import InputError, PathLike
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "read_checkpoint",
     "read_weights",
     "safe_torch_load",
+    "inference_slicing",
     "training_preprocessing",
 ]
 
@@ -47,16 +49,24 @@ INFERABLE_MODELS = ("sam_mix", "unet")
 def training_preprocessing(record: Mapping[str, Any]) -> dict[str, Any]:
     """Slice size and HU window a run was trained with, from its record (``checkpoint["config"]``).
 
-    Read from the training store's attributes (``sam-mix convert`` writes ``image_size``,
-    ``window_center``, ``window_width``) when the store is still there, else from the phantom
-    settings of the experiment. Inference then prepares slices exactly as training saw them (the
-    network resizes them to its own ``image_size`` as it did in training).
+    In order: the slicing recorded in the checkpoint (``record["slicing"]``, every run since issue
+    12); the training store's attributes (``sam-mix convert`` writes ``image_size``,
+    ``window_center``, ``window_width``) when the store is still there; the phantom settings of the
+    experiment (the phantom is converted with the default window). Inference then prepares slices
+    exactly as training saw them (the network resizes them to its own ``image_size`` as it did in training).
 
     Returns:
-        ``{"image_size": int, "window": (centre, width)}``, either key missing when unknown.
+        ``{"image_size": int, "window": (centre, width)}`` (plus ``keep_rate`` when recorded), a key
+        missing when it cannot be recovered (see :func:`inference_slicing`).
     """
     exp = record.get("experiment") or {}
     out: dict[str, Any] = {}
+    rec = record.get("slicing") or {}
+    if "window_center" in rec and "window_width" in rec and "image_size" in rec:
+        out = {"image_size": int(rec["image_size"]), "window": (float(rec["window_center"]), float(rec["window_width"]))}
+        if "keep_rate" in rec:
+            out["keep_rate"] = float(rec["keep_rate"])
+        return out
     store = (exp.get("data") or {}).get("path")
     if store and Path(store).is_file():
         try:
@@ -71,8 +81,30 @@ def training_preprocessing(record: Mapping[str, Any]) -> dict[str, Any]:
         except (OSError, ValueError, TypeError):
             pass
     phantom = exp.get("phantom") or {}
-    if "image_size" not in out and phantom.get("image_size"):
+    if phantom and "image_size" not in out and phantom.get("image_size"):
         out["image_size"] = int(phantom["image_size"])
+    if phantom and "window" not in out:
+        out["window"] = tuple(float(v) for v in DEFAULT_WINDOW)  # the phantom converter's (no window setting)
+    return out
+
+
+def inference_slicing(record: Mapping[str, Any], path: PathLike | None, window: Any = None) -> dict[str, Any]:
+    """:func:`training_preprocessing`, refusing a checkpoint whose HU window cannot be recovered.
+
+    Args:
+        record: the checkpoint's run record.
+        path: the checkpoint (for the error message).
+        window: a window the user gives (then a missing one is no error).
+
+    Raises:
+        InputError: neither the checkpoint, its training store nor its phantom settings give the window.
+    """
+    out = training_preprocessing(record)
+    if "window" not in out and window is None:
+        store = ((record.get("experiment") or {}).get("data") or {}).get("path")
+        where = f"and its training store {store} is not there" if store else "and names no training store"
+        raise InputError(path, f"the checkpoint records no slicing {where}: the HU window it was trained with is "
+                               "unknown; pass the window (--window CENTRE WIDTH)")
     return out
 
 

@@ -100,7 +100,7 @@ class Segmenter:
         largest_component: bool = True,
         progress: bool = False,
     ) -> None:
-        from sam_mix_monai.inference.loading import INFERABLE_MODELS, load_bundle, load_checkpoint, training_preprocessing
+        from sam_mix_monai.inference.loading import INFERABLE_MODELS, inference_slicing, load_bundle, load_checkpoint
 
         if checkpoint is not None and bundle is not None:
             raise InputError(None, "give a checkpoint or a bundle, not both")
@@ -119,7 +119,7 @@ class Segmenter:
         network = None
         if checkpoint is not None:
             network, cfg, record = load_checkpoint(checkpoint, self.device, models=INFERABLE_MODELS)
-            settings = training_preprocessing(record)  # slice size / window of training
+            settings = inference_slicing(record, checkpoint, window)  # slice size / window of training
             settings.setdefault("image_size", cfg.image_size)
         elif bundle is not None:
             network, settings = load_bundle(bundle, self.device)

@@ -74,6 +74,33 @@ def test_configs_name_standard_ids_and_agree() -> None:
     assert "sam_mix_monai.engines.SAMMixTrainer" in text and "sam_mix_monai.inference.VolumeSliceInferer" in text
 
 
+def test_bundle_train_yaml_schedules_like_the_cli() -> None:
+    """The bundle's LR schedule and early stopping are the CLI's (cosine, patience 10), not a hand-wired copy."""
+    from sam_mix_monai.engines import val_score
+    from sam_mix_monai.engines.config import validate_config
+    from sam_mix_monai.engines.schedule import build_scheduler
+
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "train.yaml"))
+    parser["network"] = "$torch.nn.Linear(2, 2)"  # only the optimiser's parameters are needed here
+    sched = parser.get_parsed_content("lr_scheduler")
+    opt = sched.optimizer
+    cli = validate_config({"name": "x", "data": {"path": "x.h5"}, "output": {"dir": "x"},
+                           "train": {"epochs": parser["epochs"], "lr": parser["learning_rate"]}}).train
+    ref_opt = torch.optim.Adam(torch.nn.Linear(2, 2).parameters(), lr=cli.lr)
+    ref = build_scheduler(ref_opt, cli)
+    bundle_lrs, cli_lrs = [], []
+    for _ in range(parser["epochs"]):
+        bundle_lrs.append(opt.param_groups[0]["lr"])
+        cli_lrs.append(ref_opt.param_groups[0]["lr"])
+        opt.step(), sched.step(), ref_opt.step(), ref.step()
+    assert bundle_lrs == pytest.approx(cli_lrs) and bundle_lrs[-1] < 0.1 * bundle_lrs[0]  # cosine, not constant
+    early = parser.get_parsed_content("validate#early_stopping")
+    assert early.patience == cli.early_stopping_patience == 10 and early.score_function is val_score
+    handlers = ConfigParser.load_config_file(str(BUNDLE / "configs" / "train.yaml"))["validate"]["handlers"]
+    assert "@validate#early_stopping" in handlers
+
+
 def _python_env() -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 

@@ -108,7 +108,9 @@ def test_unet_checkpoint(tmp_path: Path) -> None:
     ckpt = tmp_path / "unet.pt"
     torch.save({"network": build_model(cfg).state_dict(), "config": {"model": cfg.model_dump()}}, ckpt)
     out = tmp_path / "out"
-    assert main(["-q", "infer", str(src), "--checkpoint", str(ckpt), "--output", str(out), "--no-progress"]) == 0
+    args = ["-q", "infer", str(src), "--checkpoint", str(ckpt), "--output", str(out), "--no-progress"]
+    assert main(args) == 2  # a bare checkpoint records no slicing: the HU window is unknown, so refused
+    assert main(args + ["--window", "40", "400"]) == 0
     s = json.loads((out / "case0_liver.json").read_text())
     assert s["mean_classifier_confidence"] is None and nib.load(str(out / "case0_liver.nii.gz")).shape == (96, 96, 40)
 

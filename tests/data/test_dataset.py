@@ -131,3 +131,18 @@ def test_original_layout_label_comes_from_the_mask(tmp_path):
         f["Slice5"].attrs["ImageLabel"] = 1  # and a liver-free slice marked as liver
     ds = SliceDataset(path, split=None)
     assert [int(ds[i]["label"]) for i in range(6)] == [int((labels[i] > 0).any()) for i in range(6)] == [0, 1, 1, 1, 0, 0]
+
+
+def test_known_empty_slices_join_the_labelled_set(store):
+    base = SliceDataset(store, "train", n_labelled=5, subset="labelled", seed=3)
+    lab = SliceDataset(store, "train", n_labelled=5, subset="labelled", seed=3, n_empty=4)
+    unl = SliceDataset(store, "train", n_labelled=5, subset="unlabelled", seed=3, n_empty=4)
+    labels = lab.table.labels
+    assert len(lab) == 9 and set(base.rows) <= set(lab.rows)  # the 5 positives are the same with or without
+    extra = sorted(set(lab.rows) - set(base.rows))
+    assert len(extra) == 4 and all(labels[r] == 0 for r in extra)
+    assert not set(lab.rows) & set(unl.rows)
+    items = [lab[i] for i in range(len(lab))]
+    for it in items:  # an empty slice is supervised with its (known, empty) mask
+        assert it["labelled"] and int(it["label"]) == int(it["mask"].amax() > 0)
+    assert sum(int(it["label"]) == 0 for it in items) == 4

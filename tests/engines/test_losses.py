@@ -77,3 +77,16 @@ def test_balanced_cross_entropy_is_the_mean_of_class_means():
     assert masked_cross_entropy(logits, labels).item() == pytest.approx(ce.mean().item())
     assert SAMMixLoss().supervised({"mask_logits": torch.zeros(6, 1, 4, 4), "class_logits": logits},
                                    torch.zeros(6, 1, 4, 4), labels)["cls"].item() == pytest.approx(balanced.item())
+
+
+def test_dice_term_leaves_known_empty_masks_to_bce():
+    logits = torch.full((2, 1, 4, 4), -3.0)
+    logits[0, :, :2] = 3.0
+    logits[1, :, 0, 0] = 3.0  # one false-positive pixel on the empty slice
+    mask = torch.zeros(2, 1, 4, 4)
+    mask[0, :, :2] = 1
+    terms = SAMMixLoss().supervised({"mask_logits": logits}, mask, torch.tensor([1, 0]))
+    from monai.losses import DiceLoss
+
+    assert terms["seg_dice"].item() == pytest.approx(DiceLoss(sigmoid=True)(logits[:1], mask[:1]).item())
+    assert terms["seg_bce"].item() == pytest.approx(torch.nn.functional.binary_cross_entropy_with_logits(logits, mask).item())

@@ -151,3 +151,32 @@ def test_sam_pp_is_scored_with_the_centre_point_and_an_oracle_row(tiny_phantom, 
     results = build_training(validate_config(raw), tmp_path).final_evaluation()
     assert list(results) == ["test", "cross_domain:b", "test (oracle point)", "cross_domain:b (oracle point)"]
     assert [c["point"] for c in calls] == ["centre", "centre", "oracle", "oracle"]
+
+
+def test_every_checkpoint_records_the_slicing_of_its_store(tiny_phantom, tmp_path):
+    import h5py
+
+    from sam_mix_monai.engines.run import build_training
+
+    raw = tiny_config(tiny_phantom[0], tmp_path, model={"name": "unet"}, train={"epochs": 0},
+                      evaluate={"protocols": ["slice2d"]})
+    build_training(validate_config(raw), tmp_path).run()
+    record = torch.load(tmp_path / "best.pt", weights_only=True)["config"]
+    with h5py.File(tiny_phantom[0], "r") as f:
+        attrs = dict(f.attrs)
+    assert record["slicing"] == {k: float(attrs[k]) if k != "image_size" else int(attrs[k])
+                                 for k in ("window_center", "window_width", "keep_rate", "image_size")}
+
+
+def test_known_empty_slices_supervise_every_model_by_default(tiny_phantom, tmp_path):
+    from sam_mix_monai.engines.run import build_training
+
+    for name in ("unet", "sam_mix"):
+        job = build_training(validate_config(tiny_config(tiny_phantom[0], tmp_path / name, model={"name": name},
+                                                         data={"n_labelled": 6})), tmp_path / name)
+        labelled = job.trainer.data_loader.loader.dataset
+        labels = labelled.table.labels[labelled.rows]
+        assert len(labels) == 12 and int((labels == 0).sum()) == 6  # 6 positives + 6 known-empty slices
+    off = validate_config(tiny_config(tiny_phantom[0], tmp_path / "off", data={"n_labelled": 6, "empty_per_labelled": 0}))
+    job = build_training(off, tmp_path / "off")
+    assert (job.trainer.data_loader.loader.dataset.table.labels[job.trainer.data_loader.loader.dataset.rows] > 0).all()

@@ -40,9 +40,31 @@ def test_training_preprocessing_from_the_run_record(tmp_path: Path) -> None:
         f.attrs.update(image_size=256, window_center=50.0, window_width=350.0)
     rec = {"experiment": {"data": {"path": str(store)}, "phantom": {"image_size": 128}}}
     assert training_preprocessing(rec) == {"image_size": 256, "window": (50.0, 350.0)}
-    rec["experiment"]["data"]["path"] = str(tmp_path / "gone.h5")  # store deleted: the phantom settings
-    assert training_preprocessing(rec) == {"image_size": 128}
+    rec["experiment"]["data"]["path"] = str(tmp_path / "gone.h5")  # store deleted: the phantom's (default window)
+    assert training_preprocessing(rec) == {"image_size": 128, "window": (40.0, 400.0)}
     assert training_preprocessing({}) == {}
+
+
+def test_slicing_recorded_in_the_checkpoint_outlives_the_store(tmp_path: Path) -> None:
+    from sam_mix_monai.inference.loading import training_preprocessing
+
+    slicing = {"window_center": 60.0, "window_width": 300.0, "keep_rate": 1.0, "image_size": 128}
+    rec = {"slicing": slicing, "experiment": {"data": {"path": str(tmp_path / "moved.h5")}}}
+    assert training_preprocessing(rec) == {"image_size": 128, "window": (60.0, 300.0), "keep_rate": 1.0}
+
+
+def test_checkpoint_without_recoverable_window_is_refused_for_inference(tmp_path: Path) -> None:
+    from sam_mix_monai.engines.handlers import RunRecord
+    from sam_mix_monai.inference.segmenter import Segmenter
+
+    state, cfg, _ = read_checkpoint(tiny_checkpoint())
+    p = tmp_path / "best.pt"
+    record = RunRecord(cfg.model_dump(mode="json"), {"data": {"path": str(tmp_path / "moved.h5")}}, "x").state_dict()
+    record.pop("slicing", None)  # a checkpoint of before the slicing was recorded
+    torch.save({"network": state, "config": record}, p)
+    with pytest.raises(InputError, match="HU window .* unknown"):
+        Segmenter(checkpoint=p, device="cpu")
+    assert Segmenter(checkpoint=p, device="cpu", window=(40, 400)).inferer.window_params == (40.0, 400.0)
 
 
 def test_unet_checkpoint(tmp_path: Path) -> None:

@@ -102,7 +102,8 @@ def tiny_checkpoint() -> Path:
         torch.set_num_threads(threads)
     path = _tmp_root() / "tiny_sam_mix.pt"
     # The layout of sam-mix train's best.pt (sam_mix_monai.engines): weights + RunRecord.
-    record = {"model": cfg.model_dump(mode="json"), "experiment": {}, "version": "test", "commit": None}
+    slicing = SlicingConfig(keep_rate="all", image_size=IMAGE_SIZE).model_dump()  # what _training_slices used
+    record = {"model": cfg.model_dump(mode="json"), "experiment": {}, "version": "test", "commit": None, "slicing": slicing}
     torch.save({"network": net.state_dict(), "config": record, "checkpointer": {}}, path)
     return path
 

@@ -45,13 +45,25 @@ def test_official_vit_b_loads_at_256_with_resized_tables(official_vit_b: Path) -
     assert official["image_encoder.blocks.0.attn.rel_pos_h"].shape == (27, 64)  # window 14
     assert official["image_encoder.blocks.2.attn.rel_pos_h"].shape == (127, 64)  # global at 64x64 tokens
     assert enc.blocks[0].attn.rel_pos_h.shape == enc.blocks[2].attn.rel_pos_h.shape == (31, 64)
-    # Linear resize keeps the table's ends.
-    torch.testing.assert_close(enc.blocks[0].attn.rel_pos_h[0], official["image_encoder.blocks.0.attn.rel_pos_h"][0])
+    # Every row: the loaded table gives the relative positions segment_anything's own get_rel_pos
+    # computes from the official table (it interpolates a table of another length itself).
+    from segment_anything.modeling.image_encoder import get_rel_pos
+
+    for blk, q in ((0, 16), (2, 16)):  # a windowed block (window 16) and a global one (16 x 16 tokens)
+        for axis in ("h", "w"):
+            key = f"image_encoder.blocks.{blk}.attn.rel_pos_{axis}"
+            loaded = getattr(enc.blocks[blk].attn, f"rel_pos_{axis}").data
+            torch.testing.assert_close(get_rel_pos(q, q, loaded), get_rel_pos(q, q, official[key]))
+            assert not torch.allclose(loaded[1:-1], loaded[:1].expand(29, -1))  # not a constant table
     assert torch.equal(enc.blocks[5].mlp.lin1.weight, official["image_encoder.blocks.5.mlp.lin1.weight"])
     assert torch.equal(sam.mask_decoder.iou_token.weight, official["mask_decoder.iou_token.weight"])
 
 
-def test_official_vit_b_into_sam_mix_gives_finite_outputs(official_vit_b: Path) -> None:
+def test_official_vit_b_into_sam_mix_keeps_the_official_encoder(official_vit_b: Path) -> None:
+    """The checkpoint reaches SAM-Mix's SAM: with LoRA at its zero start, the image embeddings equal
+    those of a plain SAM loaded from the same file, and the decoder weights are the file's."""
+    from sam_mix_monai.networks import preprocess_gray
+
     cfg = ModelConfig(
         name="sam_mix", size="vit_b", image_size=256, classifier="compact", checkpoint=str(official_vit_b)
     )
@@ -60,9 +72,16 @@ def test_official_vit_b_into_sam_mix_gives_finite_outputs(official_vit_b: Path) 
     # auto mode with a checkpoint: LoRA on a frozen encoder
     trainable = {n for n, p in enc.named_parameters() if p.requires_grad}
     assert trainable and all(".lora_" in n for n in trainable)
+    plain = load_sam_checkpoint(build_sam("vit_b", 256), official_vit_b).eval()
+    official = torch.load(official_vit_b, map_location="cpu", weights_only=True)
+    assert torch.equal(net.sam.mask_decoder.iou_token.weight, official["mask_decoder.iou_token.weight"])
     x, _ = mixed_batch(2, 256)
     with torch.no_grad():
+        ours = enc(preprocess_gray(net.sam, x))
+        ref = plain.image_encoder(preprocess_gray(plain, x))
         out = net(x)
+    torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-5)
+    assert ours.std() > 0.01  # real embeddings, not a constant
     assert out["mask_logits"].shape == (2, 1, 256, 256)
     for key in ("mask_logits", "all_mask_logits", "iou_pred", "class_logits", "cam", "boxes"):
         assert torch.isfinite(out[key]).all(), key

@@ -54,16 +54,22 @@ def test_compact_sam_mix_resizes_other_input_sizes() -> None:
 
 @pytest.mark.parametrize("prompts", ["box", "mask"])
 def test_prompt_ablations(prompts: str) -> None:
+    """An ablation feeds SAM exactly its one prompt: the output equals SAM run with that prompt alone."""
+    from sam_mix_monai.networks import sam_forward
+
     net = build_model(ModelConfig(name="sam_mix", size="compact", image_size=64, prompts=prompts)).eval()
     assert (net.use_box, net.use_mask) == (prompts == "box", prompts == "mask")
     x, _ = mixed_batch(3, 64)
     with torch.no_grad():
         out = net(x)
-        full = build_model(ModelConfig(name="sam_mix", size="compact", image_size=64))
-        full.load_state_dict(net.state_dict())
-        ref = full.eval()(x)
+        p = net.prompt(x)
+        alone = sam_forward(net.sam, p["image"], boxes=p["boxes"] if prompts == "box" else None,
+                            mask_prompt=p["dense_prompt"] if prompts == "mask" else None)
+        both = sam_forward(net.sam, p["image"], boxes=p["boxes"], mask_prompt=p["dense_prompt"])
     _check_sam_mix(out, 3, 64, 64)
-    assert not torch.allclose(out["mask_logits"], ref["mask_logits"])  # the prompt matters
+    torch.testing.assert_close(out["mask_logits"], alone["mask_logits"])
+    torch.testing.assert_close(out["iou_pred"], alone["iou_pred"])
+    assert (out["mask_logits"] - both["mask_logits"]).abs().max() > 1e-3  # the other prompt is really left out
 
 
 def test_compact_unet_and_sam_pp_shapes() -> None:

@@ -66,10 +66,14 @@ class RunRecord:
         experiment: the resolved experiment config (JSON-compatible).
         version: package version.
         commit: git commit of the code (``None`` when unknown).
+        slicing: the training store's slicing (``SlicingConfig`` fields: window, keep rate, slice
+            size), so that inference prepares slices as training saw them without the store.
     """
 
-    def __init__(self, model: dict, experiment: dict | None = None, version: str = "", commit: str | None = None) -> None:
-        self.record = {"model": model, "experiment": experiment or {}, "version": version, "commit": commit}
+    def __init__(self, model: dict, experiment: dict | None = None, version: str = "", commit: str | None = None,
+                 slicing: dict | None = None) -> None:
+        self.record = {"model": model, "experiment": experiment or {}, "version": version, "commit": commit,
+                       "slicing": dict(slicing or {})}
 
     def state_dict(self) -> dict[str, Any]:
         """The record."""
