@@ -39,7 +39,7 @@ from sam_mix_monai.experiments.jobs import JobResult, TrainJob, job_state, read_
 from sam_mix_monai.experiments.plots import dice_vs_n_plot
 from sam_mix_monai.experiments.study_config import Cell, StudyConfig, expand_cells, validate_cells
 from sam_mix_monai.experiments.study_report import render_report
-from sam_mix_monai.experiments.table import DOMAINS, flatten_results, mean_sd
+from sam_mix_monai.experiments.table import DOMAINS, flatten_results, mean_sd, result_variants
 from sam_mix_monai.utils.atomic import atomic_output
 from sam_mix_monai.utils.errors import InputError
 
@@ -63,6 +63,7 @@ class CellOutcome:
         status: what this invocation did (``done``, ``skipped``, ``failed``; ``None``: not run).
         seconds: wall time of this invocation's run (``None``: not run now).
         metrics: flat metrics (:func:`~.table.flatten_results`), empty unless done.
+        variants: flat metrics of the run's named evaluation variants (e.g. ``"oracle point"`` of SAM-PP).
         timing: ``results["timing"]`` of the run (``train_seconds``, ``total_seconds``).
         stale: config keys where the stored run differs from the study's (a run from an older study).
         log: the run's log file.
@@ -73,6 +74,7 @@ class CellOutcome:
     status: str | None = None
     seconds: float | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    variants: dict[str, dict[str, float]] = field(default_factory=dict)
     timing: dict[str, float] = field(default_factory=dict)
     stale: list[str] = field(default_factory=list)
     log: Path | None = None
@@ -221,6 +223,8 @@ def _outcome(cell: Cell, result: JobResult | None, cfg: ExperimentConfig | None)
         o.status, o.seconds = result.status, (result.seconds if result.status != "skipped" else None)
     if res is not None:  # non-finite values (e.g. an AUC with one class) are left out, as missing
         o.metrics = {k: v for k, v in flatten_results(res).items() if math.isfinite(v)}
+        o.variants = {name: {k: v for k, v in flatten_results(res, variant=name).items() if math.isfinite(v)}
+                      for name in result_variants(res)}
         o.timing = {k: float(v) for k, v in (res.get("timing") or {}).items()
                     if isinstance(v, (int, float)) and math.isfinite(v)}
     if cfg is not None and state != "new":

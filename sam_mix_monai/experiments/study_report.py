@@ -40,6 +40,10 @@ def _rows(outcomes: Sequence["CellOutcome"]) -> dict[str, list[dict[str, float]]
         rows.setdefault(o.cell.row, [])
         if o.state == "done":
             rows[o.cell.row].append(o.metrics)
+    for o in outcomes:  # named variants after the main rows (e.g. "SAM-PP-50, oracle point": an upper bound)
+        if o.state == "done":
+            for name, flat in o.variants.items():
+                rows.setdefault(f"{o.cell.row}, {name}", []).append(flat)
     return rows
 
 

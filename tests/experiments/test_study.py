@@ -221,3 +221,18 @@ def test_run_study_runs_missing_cells_then_skips_done_ones(tmp_path, monkeypatch
     only = run_study(study, only=["SAM-PP-*"], aggregate_only=True)
     assert len(calls.read_text().splitlines()) == 8 and only.files["md"].is_file()
     assert math.isclose(json.loads(only.files["json"].read_text())["summary"]["U-Net-50"]["in/slice2d_dice"]["mean"], 0.5)
+
+
+def test_sam_pp_oracle_point_is_its_own_study_row(tmp_path):
+    study = load_study(write_study(tmp_path))
+    cells = expand_cells(study)
+    for c in cells:
+        res = _fake_results(0.7 + 0.02 * c.seed, cls=False)
+        if c.row == "SAM-PP-50":
+            res["test (oracle point)"] = {"metrics": {"slice2d_dice": 0.9}}
+            res["cross_domain:b (oracle point)"] = {"metrics": {"slice2d_dice": 0.8}}
+        _write_run(c.run_dir, res)
+    rows = {r["model"]: r for r in parse_markdown_table(aggregate(study, cells).files["md"].read_text())}
+    assert list(rows)[-1] == "SAM-PP-50, oracle point"
+    assert parse_mean_sd(rows["SAM-PP-50, oracle point"]["in-domain Dice"])[0] == pytest.approx(0.9)
+    assert parse_mean_sd(rows["SAM-PP-50"]["in-domain Dice"])[0] == pytest.approx(0.71)
