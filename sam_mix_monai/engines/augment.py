@@ -178,6 +178,12 @@ class WeakStrongAugment:
         Returns:
             The same keys, plus ``valid`` (B, 1, H, W): pixels of the strong view inside the weak frame.
         """
+        # Augmentation runs in float32 even inside a training step's bf16 autocast: MONAI's array
+        # transforms (e.g. RandCoarseDropout) cannot take bf16.
+        with torch.autocast(batch["image"].device.type, enabled=False):
+            return self._strong(batch, seed, part)
+
+    def _strong(self, batch: dict[str, torch.Tensor], seed: int, part: tuple[int, int]) -> dict[str, torch.Tensor]:
         image = batch["image"]
         b, _, h, w = image.shape
         g = torch.Generator().manual_seed(int(seed) % _MAX_SEED)

@@ -73,7 +73,7 @@ def resize_batch(image: torch.Tensor, mask: torch.Tensor | None, size: int | Non
     """Resize a training batch to the network's input size (bilinear image, nearest mask)."""
     if size is None or tuple(image.shape[-2:]) == (size, size):
         return image, mask
-    image = F.interpolate(image, size=(size, size), mode="bilinear", align_corners=False)
+    image = F.interpolate(image, size=(size, size), mode="bilinear", align_corners=False).to(image.dtype)  # not bf16 under autocast
     if mask is not None:
         mask = F.interpolate(mask, size=(size, size), mode="nearest")
     return image, mask

@@ -39,3 +39,27 @@ def test_prepare_and_resize():
     small, mask = resize_batch(image, target["mask"], 4)
     assert small.shape == (2, 1, 4, 4) and set(mask.unique().tolist()) == {1.0}
     assert resize_batch(image, None, None)[0] is image
+
+
+def test_resize_batch_keeps_float32_under_bf16_autocast():
+    # MONAI's array transforms (the strong augmentation) cannot take bf16; CPU autocast would resize to bf16
+    import torch
+
+    from sam_mix_monai.engines.batch import resize_batch
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        image, mask = resize_batch(torch.rand(2, 1, 32, 32), torch.zeros(2, 1, 32, 32), 64)
+    assert image.dtype == torch.float32 and image.shape == (2, 1, 64, 64) and mask.shape == (2, 1, 64, 64)
+
+
+def test_strong_augmentation_runs_inside_bf16_autocast():
+    import torch
+
+    from sam_mix_monai.engines.augment import WeakStrongAugment
+    from sam_mix_monai.engines.config import AugmentConfig
+
+    a = AugmentConfig()
+    aug = WeakStrongAugment(a.flip_prob, a.shift, a.rotate_deg, a.scale, a.shear, a.strong_ops, a.magnitude, a.cutout)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        views = [aug.strong({"image": torch.rand(2, 1, 64, 64)}, seed=s)["image"] for s in range(6)]
+    assert all(v.dtype == torch.float32 and v.shape == (2, 1, 64, 64) for v in views)
