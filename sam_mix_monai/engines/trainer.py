@@ -154,6 +154,11 @@ class SAMMixTrainer(SupervisedTrainer):
     def _autocast(self) -> contextlib.AbstractContextManager:
         return autocast(self.precision, self.state.device)
 
+    def _views(self) -> contextlib.AbstractContextManager:
+        """Autocast off: the weak / strong views are built in fp32 (MONAI's intensity transforms
+        cannot take bfloat16, and augmentation is data preparation, not network compute)."""
+        return torch.autocast(device_type=self.state.device.type, enabled=False)
+
     # -- the iteration ---------------------------------------------------------------------------
 
     def _unlabelled_terms(self, engine: Engine, iteration: int) -> dict[str, torch.Tensor]:
@@ -168,7 +173,8 @@ class SAMMixTrainer(SupervisedTrainer):
         label = target["label"]
         image, _ = resize_batch(image, None, network_size(net) if self.resize_to_network else None)
         aug = self.augment
-        weak = aug.weak(image, seed=self.iteration_seed(iteration, 2), part=self.part)["image"] if aug is not None else image
+        with self._views():
+            weak = aug.weak(image, seed=self.iteration_seed(iteration, 2), part=self.part)["image"] if aug is not None else image
         want_known = want_known and bool((label >= 0).any())
         has_classifier = getattr(unwrap(net), "classifier", None) is not None
         if not has_classifier:  # a network without classifier (U-Net): only the mask consistency applies
@@ -181,8 +187,9 @@ class SAMMixTrainer(SupervisedTrainer):
                 return {}
             views = [weak]
             if want_pseudo:
-                strong = aug.strong({"image": weak}, seed=self.iteration_seed(iteration, 3), part=self.part)["image"] \
-                    if aug is not None else weak
+                with self._views():
+                    strong = aug.strong({"image": weak}, seed=self.iteration_seed(iteration, 3), part=self.part)["image"] \
+                        if aug is not None else weak
                 views.append(strong)
             logits = classify(net, torch.cat(views))
             weak_logits, strong_logits = logits[: len(weak)], logits[len(weak):]
@@ -205,8 +212,9 @@ class SAMMixTrainer(SupervisedTrainer):
             conf = torch.softmax(weak_logits.detach().float(), 1).amax(1)
             gate = (label >= 0) | (conf >= loss.pseudo_threshold)
         views = {"image": weak, "target": prob}
-        strong = aug.strong(views, seed=self.iteration_seed(iteration, 3), part=self.part) if aug is not None else {
-            **views, "valid": torch.ones_like(weak)}
+        with self._views():
+            strong = aug.strong(views, seed=self.iteration_seed(iteration, 3), part=self.part) if aug is not None else {
+                **views, "valid": torch.ones_like(weak)}
         strong_out = run_network(unwrap(net), strong["image"])
         valid = strong["valid"] * gate.view(-1, 1, 1, 1).float()
         terms["seg_consistency"] = consistency_loss(strong_out["mask_logits"], strong["target"], valid,

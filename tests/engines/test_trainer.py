@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -156,3 +157,18 @@ def test_sam_mix_trainer_learns_phantom_liver(phantom_store, tmp_path):
     print(f"phantom training check (SAMMixTrainer): {m}")
     assert m["slice2d_dice"] >= 0.8, m
     assert m["cls_accuracy"] >= 0.85, m
+
+
+def test_bf16_training_with_the_unlabelled_step(tiny_phantom, tmp_path):
+    """Under bf16 autocast the weak / strong views are still built in fp32 (MONAI's intensity
+    transforms cannot take bfloat16): one iteration of every unlabelled term runs."""
+    raw = tiny_config(tiny_phantom[0], tmp_path, train={"epochs": 1, "iterations_per_epoch": 1, "precision": "bf16"},
+                      loss={"seg_consistency": 1.0})
+    raw["data"]["val_split"] = None
+    _, seen = _one_epoch(raw, tmp_path)
+    assert {"unlabelled_cls", "pseudo_cls", "seg_consistency"} <= set(seen[0])
+    assert all(math.isfinite(v) for v in seen[0].values())
+    raw = tiny_config(tiny_phantom[0], tmp_path / "cls", train={"epochs": 1, "iterations_per_epoch": 1, "precision": "bf16"})
+    raw["data"]["val_split"] = None
+    _, seen = _one_epoch(raw, tmp_path / "cls")
+    assert {"unlabelled_cls", "pseudo_cls"} <= set(seen[0]) and all(math.isfinite(v) for v in seen[0].values())
