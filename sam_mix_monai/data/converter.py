@@ -133,7 +133,7 @@ def convert(
     Args:
         input_dir: dataset folder.
         output: the ``.h5`` file to write (atomically).
-        fmt: ``"lits"``, ``"totalseg"`` or ``"ircadb"``.
+        fmt: ``"lits"``, ``"totalseg"``, ``"ircadb"`` or ``"msd"``.
         cfg: preprocessing parameters (paper defaults when ``None``).
         split: split fractions by case (default train 0.7, val 0.1, test 0.2).
         seed: seed of the case split.

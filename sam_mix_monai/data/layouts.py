@@ -5,19 +5,25 @@
   An image may also be a DICOM series folder named ``volume-<N>``.
 * ``totalseg``: ``<subject>/ct.nii.gz`` (or a DICOM folder ``<subject>/ct``) with
   ``<subject>/segmentations/liver.nii.gz``; labels 0/1.
+* ``msd``: the Medical Segmentation Decathlon / nnU-Net raw layout: ``dataset.json``, ``imagesTr/`` and
+  ``labelsTr/`` (MSD Task03_Liver: ``imagesTr/liver_7.nii.gz`` + ``labelsTr/liver_7.nii.gz``, labels 0/1/2;
+  nnU-Net v2: ``imagesTr/<case>_0000<file_ending>`` + ``labelsTr/<case><file_ending>``). The ``_0000``
+  channel suffix is handled (other channels are not used), ``dataset.json`` must exist and name channel 0
+  CT when it names channels, and macOS ``._*`` files (in the MSD archives) are skipped.
 
 Images and labels are paired by case id, never by listing order.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from sam_mix_monai.utils.errors import InputError, PathLike
 
-FORMATS = ("lits", "totalseg", "ircadb")
+FORMATS = ("lits", "totalseg", "ircadb", "msd")
 _LITS_IMAGE = re.compile(r"^volume-(\d+)(\.nii|\.nii\.gz)?$")
 _LITS_LABEL = re.compile(r"^segmentation-(\d+)\.nii(\.gz)?$")
 
@@ -87,11 +93,77 @@ def find_ircadb_cases(root: Path) -> list[CaseFiles]:
     return cases
 
 
-_FINDERS = {"lits": find_lits_cases, "totalseg": find_totalseg_cases, "ircadb": find_ircadb_cases}
+_CHANNEL = re.compile(r"^(.+)_(\d{4})$")
+
+
+def _msd_meta(root: Path) -> dict:
+    meta_path = root / "dataset.json"
+    if not meta_path.is_file():
+        raise InputError(root, "not an MSD / nnU-Net raw dataset: dataset.json not found (expected dataset.json, "
+                               "imagesTr/ and labelsTr/)")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise InputError(meta_path, f"cannot read dataset.json ({type(e).__name__}: {e})") from None
+    if not isinstance(meta, dict):
+        raise InputError(meta_path, "dataset.json is not a JSON object")
+    channels = meta.get("channel_names") or meta.get("modality") or {}
+    first = channels.get("0") if isinstance(channels, dict) else None
+    if first is not None and str(first).strip().lower() != "ct":
+        raise InputError(meta_path, f"channel 0 is {first!r}, not CT (channel_names / modality)")
+    return meta
+
+
+def _strip(name: str, ending: str) -> str | None:
+    if name.startswith("."):  # hidden files, e.g. macOS ._liver_0.nii.gz in the MSD archives
+        return None
+    for sfx in (ending, ".nii.gz", ".nii", ".nrrd", ".mha"):
+        if sfx and name.endswith(sfx):
+            return name[: -len(sfx)]
+    return None
+
+
+def find_msd_cases(root: Path) -> list[CaseFiles]:
+    """Pair ``imagesTr/<case>[_0000]<ending>`` with ``labelsTr/<case><ending>`` (MSD / nnU-Net raw), by case id."""
+    meta = _msd_meta(root)
+    ending = str(meta.get("file_ending") or ".nii.gz")
+    images_dir, labels_dir = root / "imagesTr", root / "labelsTr"
+    for d in (images_dir, labels_dir):
+        if not d.is_dir():
+            raise InputError(d, "folder not found (an MSD / nnU-Net raw dataset has imagesTr/ and labelsTr/)")
+    images: dict[str, Path] = {}
+    for p in sorted(images_dir.iterdir()):
+        stem = _strip(p.name, ending) if p.is_file() else None
+        if stem is None:
+            continue
+        m = _CHANNEL.match(stem)
+        if m and m.group(2) != "0000":
+            continue  # another channel (this project reads the CT channel 0 only)
+        _unique(images, m.group(1) if m else stem, p)
+    labels: dict[str, Path] = {}
+    for p in sorted(labels_dir.iterdir()):
+        stem = _strip(p.name, ending) if p.is_file() else None
+        if stem is not None:
+            _unique(labels, stem, p)
+    for key, path in images.items():
+        if key not in labels:
+            raise InputError(path, f"no label labelsTr/{key}{ending} found for this image")
+    for key, path in labels.items():
+        if key not in images:
+            raise InputError(path, f"no image imagesTr/{key}_0000{ending} or imagesTr/{key}{ending} for this label")
+    return [CaseFiles(k, images[k], labels[k]) for k in sorted(images, key=_natural)]
+
+
+def _natural(key: str) -> list:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", key)]
+
+
+_FINDERS = {"lits": find_lits_cases, "totalseg": find_totalseg_cases, "ircadb": find_ircadb_cases, "msd": find_msd_cases}
 _HINTS = {
     "lits": "volume-N.nii[.gz] + segmentation-N.nii[.gz]",
     "totalseg": "<subject>/ct.nii.gz + <subject>/segmentations/liver.nii.gz",
     "ircadb": "3Dircadb1.N/PATIENT_DICOM/ + 3Dircadb1.N/MASKS_DICOM.zip",
+    "msd": "dataset.json + imagesTr/<case>[_0000].nii.gz + labelsTr/<case>.nii.gz",
 }
 
 
@@ -100,7 +172,7 @@ def find_cases(root: PathLike, fmt: str) -> list[CaseFiles]:
 
     Args:
         root: the dataset folder.
-        fmt: ``"lits"``, ``"totalseg"`` or ``"ircadb"``.
+        fmt: ``"lits"``, ``"totalseg"``, ``"ircadb"`` or ``"msd"``.
 
     Raises:
         InputError: missing folder, empty folder, unpaired image or label.

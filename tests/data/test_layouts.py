@@ -43,3 +43,65 @@ def test_totalseg_layout(tmp_path):
         find_cases(tmp_path / "ts", "totalseg")
     (tmp_path / "ts" / "s0002" / "ct.nii.gz").unlink()
     assert [c.case_id for c in find_cases(tmp_path / "ts", "totalseg")] == ["s0000", "s0001"]
+
+
+def _msd(root, nnunet: bool, channels: dict | None = None):
+    import json
+
+    import numpy as np
+
+    from tests.conftest import make_case_arrays, save_nifti
+
+    aff = np.diag([0.8, 0.8, 2.5, 1.0])
+    for i in (10, 2):
+        img, lab = make_case_arrays((48, 40, 24), seed=i)
+        name = f"liver_{i}"
+        save_nifti(root / "imagesTr" / (f"{name}_0000.nii.gz" if nnunet else f"{name}.nii.gz"), img, aff)
+        save_nifti(root / "labelsTr" / f"{name}.nii.gz", lab, aff)
+    if nnunet:
+        save_nifti(root / "imagesTr" / "liver_2_0001.nii.gz", img, aff)  # a second channel: not used
+    (root / "imagesTr" / "._liver_2.nii.gz").write_bytes(b"macOS resource fork")
+    meta = {"channel_names" if nnunet else "modality": channels or {"0": "CT"}, "labels": {"0": "background", "1": "liver"}}
+    (root / "dataset.json").write_text(json.dumps(meta))
+    return root
+
+
+@pytest.mark.parametrize("nnunet", [False, True])
+def test_msd_and_nnunet_raw_layouts(tmp_path, nnunet):
+    cases = find_cases(_msd(tmp_path, nnunet), "msd")
+    assert [c.case_id for c in cases] == ["liver_2", "liver_10"]  # natural order, by case id
+    assert cases[0].image.name == ("liver_2_0000.nii.gz" if nnunet else "liver_2.nii.gz")
+    assert cases[0].label.name == "liver_2.nii.gz"
+
+
+def test_msd_errors(tmp_path):
+    root = _msd(tmp_path / "a", False)
+    (root / "dataset.json").unlink()
+    with pytest.raises(InputError, match="dataset.json not found") as e:
+        find_cases(root, "msd")
+    assert str(root) in str(e.value)
+    mr = _msd(tmp_path / "b", True, {"0": "T2"})
+    with pytest.raises(InputError, match="channel 0 is 'T2', not CT"):
+        find_cases(mr, "msd")
+    lone = _msd(tmp_path / "c", False)
+    (lone / "labelsTr" / "liver_10.nii.gz").unlink()
+    with pytest.raises(InputError, match="no label labelsTr/liver_10.nii.gz"):
+        find_cases(lone, "msd")
+
+
+def test_convert_msd_cli(tmp_path, capsys):
+    import h5py
+
+    from sam_mix_monai.cli.main import main
+
+    root = _msd(tmp_path / "msd", True)
+    out = tmp_path / "msd.h5"
+    assert main(["-q", "convert", "--format", "msd", "--input", str(root), "--output", str(out), "--image-size", "32",
+                 "--split", "train=1.0"]) == 0
+    with h5py.File(out, "r") as f:
+        assert sorted({c.decode() if isinstance(c, bytes) else c for c in f["case_id"][:]}) == ["liver_10", "liver_2"]
+    (root / "dataset.json").unlink()
+    capsys.readouterr()
+    assert main(["convert", "--format", "msd", "--input", str(root), "--output", str(tmp_path / "x.h5")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "dataset.json not found" in err and not (tmp_path / "x.h5").exists()
