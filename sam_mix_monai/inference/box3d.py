@@ -8,7 +8,10 @@ display-convention axial slices the model sees (any header orientation).
 
 :func:`segment_box` (MedSAM / LiteMedSAM 3D procedure):
 
-1. the middle axial slice of the box is prompted with the box's in-plane extent;
+1. one axial slice is prompted with the box's in-plane extent: of the box's middle slice and four
+   others around it (1/8 and 1/4 of the box's depth above and below), the one where the SAM predicts
+   the highest IoU (MedSAM starts at the middle slice; on ircadb_07 the liver's middle slice is far
+   from its largest cross-section, where the 3D box fits it best);
 2. each next slice, upwards and downwards, is prompted with the bounding box of the previous slice's
    mask plus ``margin`` pixels of the SAM input frame (MedSAM: 3), kept inside the user's box;
 3. propagation stops where a mask comes out empty, and at the box's first and last slice; the mask is
@@ -134,6 +137,19 @@ def _mask_box(mask: np.ndarray, margin: float, limit: tuple[int, int, int, int])
     return (max(x1, limit[0]), max(y1, limit[1]), min(x2, limit[2]), min(y2, limit[3]))
 
 
+#: Offsets (shares of the box's depth) of the candidate start slices around the middle one.
+START_CANDIDATES = (0.0, -0.125, 0.125, -0.25, 0.25)
+
+
+def _start_slice(sam: Any, slices: np.ndarray, user: tuple[int, int, int, int], middle: int) -> int:
+    """The candidate slice where the SAM is most confident (predicted IoU) of its mask from the user's box."""
+    depth = slices.shape[0]
+    cands = list(dict.fromkeys(min(max(middle + int(round(f * depth)), 0), depth - 1) for f in START_CANDIDATES))
+    prepared = encode_slices(sam, [prepare_sam_slice(slices[k], sam) for k in cands], len(cands))
+    scores = [predict_box_mask(sam, prep, user).iou for prep in prepared]
+    return cands[int(np.argmax(scores))]
+
+
 @torch.no_grad()
 def segment_box(
     volume: Any,
@@ -144,6 +160,7 @@ def segment_box(
     batch_size: int = 8,
     probabilities: bool = False,
     progress: bool = False,
+    pick_start: bool = True,
 ) -> BoxResult:
     """Segment the liver inside a user's 3D box with MedSAM-style slice propagation.
 
@@ -156,6 +173,8 @@ def segment_box(
         batch_size: slices per encoder call.
         probabilities: also return the sigmoid of the logits.
         progress: a progress bar over slices.
+        pick_start: start from the candidate slice (the middle one and 1/8, 1/4 of the box's depth above
+            and below it) where the SAM predicts the highest IoU for the user's box, instead of the middle.
 
     Returns:
         The :class:`BoxResult` on the input grid.
@@ -196,8 +215,9 @@ def segment_box(
                     return
 
     try:
-        propagate(list(range(middle, depth)), user)  # the middle slice from the user's box, then upwards
-        propagate(list(range(middle - 1, -1, -1)), _mask_box(masks[middle], pad, user))  # then downwards
+        start = _start_slice(sam, slices, user, middle) if pick_start else middle
+        propagate(list(range(start, depth)), user)  # the start slice from the user's box, then upwards
+        propagate(list(range(start - 1, -1, -1)), _mask_box(masks[start], pad, user))  # then downwards
     finally:
         bar.close()
     mask = np.zeros(arr.shape, dtype=np.uint8, order="F")
