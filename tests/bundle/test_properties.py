@@ -52,4 +52,8 @@ def test_training_properties(tmp_path: Path, phantom_store: Path) -> None:
                         bundle_root=str(tmp_path), dataset_dir=str(store), n_labelled=5, **SMALL)
     wf.initialize()
     assert wf.check_properties() == []
-    assert len(wf.train_dataset) == 5 and wf.max_epochs == 20
+    from sam_mix_monai.data import SliceDataset
+
+    n_empty = wf.parser.get_parsed_content("data_config").n_empty
+    same = SliceDataset(store / "phantom.h5", split="train", n_labelled=5, subset="labelled", seed=0, n_empty=n_empty)
+    assert len(wf.train_dataset) == len(same) > 0 and wf.max_epochs == 20
