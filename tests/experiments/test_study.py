@@ -116,7 +116,7 @@ def test_cli_overrides_go_to_the_study_or_to_every_cell(tmp_path):
 def _fake_results(dice: float, cls: bool = True) -> dict:
     m = {"slice2d_dice": dice, "slice2d_hd": 100 * (1 - dice), "volume3d_dice": dice + 0.01, "volume3d_hd95": 5.0}
     if cls:
-        m.update(cls_accuracy=0.9, cls_f1=0.8, cls_auc=0.95)
+        m.update(cls_accuracy=0.9, cls_f1=0.8, cls_auc=0.95, box_iou=dice - 0.1, box_iou50=0.75, box_centroid=0.5)
     cross = {k: (v - 0.2 if "dice" in k else v) for k, v in m.items()}
     return {"test": {"metrics": m}, "cross_domain:b": {"metrics": cross},
             "timing": {"train_seconds": 10.0 + dice, "total_seconds": 12.0}}
@@ -149,6 +149,9 @@ def test_aggregate_partial_grid_into_tables_json_and_plot(tmp_path):
     assert parse_mean_sd(vol[0]["in-domain 3D Dice"])[0] == pytest.approx(0.82)
     cls_rows = {r["model"]: r for r in parse_markdown_table(md.split("## Liver-present classifier")[1])}
     assert "U-Net-5" not in cls_rows and cls_rows["SAM-Mix-5"]["in-domain AUC"] == "0.950 ± 0.000"
+    box_rows = {r["model"]: r for r in parse_markdown_table(md.split("## Box prompt quality")[1])}
+    assert "U-Net-5" not in box_rows and parse_mean_sd(box_rows["SAM-Mix-5"]["in-domain box IoU"])[0] == pytest.approx(0.71)
+    assert box_rows["SAM-Mix-50"]["cross-domain centroid in box"] == "0.500"
     assert "U-Net-50/seed0 (partial)" in md and "SAM-Mix-50/seed1 (new)" in md
     assert "Synthetic data" not in md  # the base config has no phantom section
     paper = {r["model"]: r for r in parse_markdown_table(md.split("## The paper's table")[1])}
