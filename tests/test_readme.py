@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-#: 3D Dice of the example against TotalSegmentator's own mask, measured (README "A 3D box prompt"); floor a little under.
-DICE_FLOOR_EXAMPLE = 0.90
+#: 3D Dice of the example against TotalSegmentator's own mask, measured 0.973 (README "A 3D box prompt"); floor under it.
+DICE_FLOOR_EXAMPLE = 0.95
 
 
 def _first_python_block(section: str) -> str:
