@@ -336,7 +336,8 @@ def run_demo(out: PathLike, config: PathLike | None = None, overrides: Sequence[
                  + (", SAM-PP-0 and the oracle box" if demo.real_ct_zero_shot else ""))
         t = time.perf_counter()
         torch.set_num_threads(max(demo.threads, min(os.cpu_count() or 1, 4)))  # the trainings are over: every core
-        real = run_real_ct([(r.label, r.run_dir) for r in runs if r.ok], out, progress, demo.real_ct_zero_shot)
+        real = run_real_ct([(r.label, r.run_dir) for r in runs if r.ok], out, progress, demo.real_ct_zero_shot,
+                           demo.real_ct_precision)
         timings["real CT (all rows)"] = time.perf_counter() - t
         torch.set_num_threads(demo.threads)
         for row in real.rows:

@@ -77,6 +77,7 @@ class RealCtOutcome:
         image, label: the example's DICOM folder and reference mask.
         reference_ml: the reference's volume; ``slices``: the CT's axial slices.
         rows: the models; ``figure``: the side-by-side overlay PNG, if written.
+        precision: of the forward passes (``fp32`` or ``bf16`` autocast).
     """
 
     image: Path
@@ -85,6 +86,7 @@ class RealCtOutcome:
     slices: int
     rows: list[RealCtRow]
     figure: Path | None = None
+    precision: str = "fp32"
 
 
 def example_ct() -> tuple[Path, Path]:
@@ -138,8 +140,11 @@ def score_masks(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) -> 
     return dice, hd95
 
 
-def segment_with_checkpoint(checkpoint: PathLike, image: PathLike, out_dir: PathLike, progress: bool = False) -> Any:
+def segment_with_checkpoint(checkpoint: PathLike, image: PathLike, out_dir: PathLike, progress: bool = False,
+                            precision: str = "fp32") -> Any:
     """Segment one input with a training checkpoint exactly as ``sam-mix infer --preview`` does.
+
+    ``precision`` is ``sam-mix infer --precision`` (``fp32`` or ``bf16`` autocast).
 
     Returns:
         The :class:`~sam_mix_monai.inference.runner.CaseResult` (mask, JSON, preview written to ``out_dir``).
@@ -157,8 +162,8 @@ def segment_with_checkpoint(checkpoint: PathLike, image: PathLike, out_dir: Path
     inferer = VolumeSliceInferer(image_size=settings.get("image_size") or mcfg.image_size,
                                  batch_size=settings.get("batch_size") or 8,
                                  window=settings.get("window") or DEFAULT_WINDOW, device="cpu")
-    report = segment_cases([image], SlicePredictor(network, device="cpu"), inferer, out_dir, preview=True,
-                           progress=progress)
+    report = segment_cases([image], SlicePredictor(network, device="cpu", precision=precision), inferer, out_dir,
+                           preview=True, progress=progress)
     res = report.results[0]
     if not res.ok:
         raise InputError(image, f"inference failed: {res.error}")
@@ -166,14 +171,14 @@ def segment_with_checkpoint(checkpoint: PathLike, image: PathLike, out_dir: Path
 
 
 def _trained_row(label: str, run_dir: Path, image: Path, ref: np.ndarray, spacing: np.ndarray, out: Path,
-                 progress: bool) -> tuple[RealCtRow, np.ndarray | None]:
+                 progress: bool, precision: str) -> tuple[RealCtRow, np.ndarray | None]:
     import nibabel as nib
 
     t0 = time.perf_counter()
     row = RealCtRow(label, "none (dense prediction)")
     try:
         slug = re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_") or "run"
-        res = segment_with_checkpoint(run_dir / "best.pt", image, out / "real_ct" / slug, progress)
+        res = segment_with_checkpoint(run_dir / "best.pt", image, out / "real_ct" / slug, progress, precision)
     except InputError as e:
         row.error = str(e)
         return row, None
@@ -187,7 +192,8 @@ def _trained_row(label: str, run_dir: Path, image: Path, ref: np.ndarray, spacin
     return row, mask
 
 
-def _prompted_rows(ct: Any, ref: np.ndarray, spacing: np.ndarray) -> list[tuple[RealCtRow, np.ndarray | None]]:
+def _prompted_rows(ct: Any, ref: np.ndarray, spacing: np.ndarray,
+                   precision: str = "fp32") -> list[tuple[RealCtRow, np.ndarray | None]]:
     """SAM-PP-0 (centre point, every slice) and the oracle box, both with the pretrained LiteMedSAM."""
     import torch
 
@@ -196,6 +202,7 @@ def _prompted_rows(ct: Any, ref: np.ndarray, spacing: np.ndarray) -> list[tuple[
     from sam_mix_monai.networks import encode_slices, predict_box_mask, predict_point_mask, prepare_sam_slice
     from sam_mix_monai.networks.registry import ModelConfig, build_model
     from sam_mix_monai.transforms import DEFAULT_WINDOW, HUWindow
+    from sam_mix_monai.utils.precision import autocast
 
     geo = AxialGeometry(np.asarray(ct.affine, dtype=np.float64), tuple(ct.shape[1:]))
     hu = np.asarray(ct.as_tensor()[0])
@@ -207,7 +214,10 @@ def _prompted_rows(ct: Any, ref: np.ndarray, spacing: np.ndarray) -> list[tuple[
 
     # One encoder pass per slice serves both rows (the encoder is nearly all the cost).
     t0 = time.perf_counter()
-    prepared = encode_slices(net.sam, [prepare_sam_slice(slices[k], net.sam) for k in range(geo.depth)])
+    with autocast(precision, "cpu"):
+        prepared = encode_slices(net.sam, [prepare_sam_slice(slices[k], net.sam) for k in range(geo.depth)])
+    for p in prepared:
+        p.embedding = p.embedding.float()  # the decoder runs in fp32
     t_encode = time.perf_counter() - t0
     h, w = slices.shape[-2:]
     t0 = time.perf_counter()
@@ -258,14 +268,15 @@ def _figure(ct: Any, ref: np.ndarray, masks: dict[str, np.ndarray], path: Path) 
 
 
 def run_real_ct(runs: Sequence[tuple[str, Path]], out: Path, progress: bool = False,
-                prompted: bool = True) -> RealCtOutcome:
+                prompted: bool = True, precision: str = "fp32") -> RealCtOutcome:
     """Segment the committed real CT with each trained run, plus SAM-PP-0 and the oracle box.
 
     Args:
         runs: ``(label, run directory with best.pt)`` of the trained demo models, in table order.
         out: the demo folder (masks under ``out/real_ct/``, the figure under ``out/figures/``).
         progress: progress bars.
-        prompted: also the two reference-prompted LiteMedSAM rows.
+        prompted: also the two LiteMedSAM zero-shot rows.
+        precision: ``fp32`` or ``bf16`` (autocast) for every network's forward pass.
 
     Returns:
         The rows (a row that failed carries its one-line error) and the figure.
@@ -278,10 +289,10 @@ def run_real_ct(runs: Sequence[tuple[str, Path]], out: Path, progress: bool = Fa
     affine = np.asarray(ct.affine, dtype=np.float64)
     spacing = voxel_spacing(affine)
     ref_ml = round(float(ref.sum()) * float(abs(np.linalg.det(affine[:3, :3]))) / 1000.0, 1)
-    results = [_trained_row(lab, Path(d), image, ref, spacing, out, progress) for lab, d in runs]
+    results = [_trained_row(lab, Path(d), image, ref, spacing, out, progress, precision) for lab, d in runs]
     if prompted:
         try:
-            results += _prompted_rows(ct, ref, spacing)
+            results += _prompted_rows(ct, ref, spacing, precision)
         except (InputError, ImportError, ValueError) as e:  # e.g. LiteMedSAM unavailable
             logger.warning("real CT: the LiteMedSAM rows did not run: %s", e)
             results.append((RealCtRow("SAM-PP-0 / oracle box", "LiteMedSAM", error=str(e)), None))
@@ -289,4 +300,4 @@ def run_real_ct(runs: Sequence[tuple[str, Path]], out: Path, progress: bool = Fa
     masks = {r.model: m for r, m in results if m is not None}
     if masks:
         figure = _figure(ct, ref, masks, out / "figures" / "real_ct.png")
-    return RealCtOutcome(image, label, ref_ml, int(ct.shape[3]), [r for r, _ in results], figure)
+    return RealCtOutcome(image, label, ref_ml, int(ct.shape[3]), [r for r, _ in results], figure, precision)

@@ -240,7 +240,8 @@ def _real_ct_section(real: Any) -> list[str]:
            f"see its NOTICE), every model's mask on the CT's own voxel grid against `{real.label.name}` "
            f"({_fmt(real.reference_ml, 1, ' mL')}; TotalSegmentator's own prediction, resampled onto the CT's "
            "geometry: a strong reference, not a manual label). The liver fills every slice, so `cut_by_scan` "
-           "is expected; the trained models never saw real CT (they trained on phantoms).", "",
+           f"is expected; the trained models never saw real CT (they trained on phantoms). Forward passes in "
+           f"{real.precision}.", "",
            "| model | prompt | 3D Dice | HD95 (mm) | liver (mL) | quality flag | seconds |", "|---|---|---|---|---|---|---|"]
     for r in real.rows:
         if r.error:
