@@ -7,6 +7,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= runs/demo
 PYTEST_ARGS ?=
+# UTF-8 text I/O whatever the locale: a native library in the test session can switch LC_CTYPE to "C"
+# (seen here: reports with "±" then failed to read back as ASCII).
+export PYTHONUTF8 := 1
 
 .PHONY: install demo test test-all bench bench-data bench-model bench-train bench-infer lock clean
 

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _cpu_model() -> str:
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     except OSError:
@@ -25,7 +25,7 @@ def _cpu_model() -> str:
 
 def _memory_gb() -> float | None:
     try:
-        kb = next(int(ln.split()[1]) for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal"))
+        kb = next(int(ln.split()[1]) for ln in Path("/proc/meminfo").read_text(encoding="utf-8").splitlines() if ln.startswith("MemTotal"))
         return round(kb / 2**20, 1)
     except (OSError, StopIteration, ValueError):
         return None

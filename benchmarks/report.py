@@ -203,7 +203,7 @@ def render(bench_dir: Path) -> str:
             lines += [f"## {name}", "", f"Not run: `{path}` is missing.", ""]
             continue
         try:
-            lines += section(json.loads(path.read_text()))
+            lines += section(json.loads(path.read_text(encoding="utf-8")))
         except (KeyError, TypeError, ValueError) as e:
             lines += [f"## {name}", "", f"Unreadable record `{path}` ({type(e).__name__}: {e}); re-run its benchmark.", ""]
     return "\n".join(lines).rstrip() + "\n"

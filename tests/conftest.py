@@ -79,6 +79,20 @@ def real_ct() -> Path:
 
 
 @pytest.fixture(autouse=True)
+def _drop_closed_log_streams():
+    """Remove logging handlers left writing to a stream pytest has closed since (an earlier test's
+    captured stderr, bound when MONAI/Ignite attached a StreamHandler): they print "Logging error"
+    tracebacks into the next test's stderr."""
+    import logging
+
+    for logger in [logging.getLogger(), *(v for v in logging.root.manager.loggerDict.values() if isinstance(v, logging.Logger))]:
+        for h in list(logger.handlers):
+            if isinstance(h, logging.StreamHandler) and getattr(h.stream, "closed", False):
+                logger.removeHandler(h)
+    yield
+
+
+@pytest.fixture(autouse=True)
 def _one_torch_thread():
     """One intra-op thread per test: on the shared 2-core machine, two OpenMP threads
     made small ops 10-50x slower while other processes held the cores."""

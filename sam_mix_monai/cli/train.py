@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     run_dir = train(cfg, source, resume=bool(args.resume), nproc_per_node=args.nproc_per_node)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
         return 0
-    doc = json.loads((run_dir / METRICS_FILE).read_text()) if (run_dir / METRICS_FILE).is_file() else {}
+    doc = json.loads((run_dir / METRICS_FILE).read_text(encoding="utf-8")) if (run_dir / METRICS_FILE).is_file() else {}
     timing = doc.get("results", {}).get("timing", {})
     print(f"run directory: {run_dir} (metrics.json, curves.png, best.pt, last.pt)"
           + (f"; training {timing['train_seconds']:.0f} s" if "train_seconds" in timing else ""))

@@ -400,7 +400,7 @@ def read_yaml_mapping(path: Path, what: str, not_mapping: str, missing: str | No
     if not path.is_file():
         raise InputError(path, missing or f"{what} not found")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""

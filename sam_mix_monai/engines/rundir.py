@@ -130,7 +130,7 @@ def prepare_run_dir(cfg: ExperimentConfig, resume: bool, world_size: int = 1) ->
     runs = []
     if resume and (run_dir / RUN_FILE).is_file():
         try:
-            old = json.loads((run_dir / RUN_FILE).read_text())
+            old = json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8"))
             runs = old if isinstance(old, list) else [old]
         except ValueError:
             runs = []

@@ -93,7 +93,7 @@ def _plan(demo: DemoConfig, source: Path, out: Path, overrides: Sequence[str]) -
 def _stale(run_dir: Path, cfg: Any) -> bool:
     """Whether ``run_dir`` holds a run of other settings than ``cfg``."""
     try:
-        stored = yaml.safe_load((run_dir / "config.yaml").read_text())
+        stored = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
         return True
     return _settings(stored or {}) != _settings(cfg.model_dump(mode="json"))
@@ -250,7 +250,7 @@ def _step(k: int, text: str) -> None:
 
 def _read_metrics(run_dir: Path) -> dict[str, Any] | None:
     path = run_dir / "metrics.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def run_demo(out: PathLike, config: PathLike | None = None, overrides: Sequence[str] = (), stream: bool = True,

@@ -79,7 +79,7 @@ def read_results(run_dir: Path) -> dict[str, Any] | None:
     """``metrics.json["results"]`` of a finished run, ``None`` when absent or unreadable."""
     path = Path(run_dir) / METRICS_FILE
     try:
-        results = json.loads(path.read_text()).get("results")
+        results = json.loads(path.read_text(encoding="utf-8")).get("results")
     except (OSError, ValueError):
         return None
     return results or None

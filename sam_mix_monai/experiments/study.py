@@ -127,7 +127,7 @@ def config_differences(expected: ExperimentConfig, run_dir: Path) -> list[str]:
     if not path.is_file():
         return []
     try:
-        stored = yaml.safe_load(path.read_text()) or {}
+        stored = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError):
         return ["config.yaml (unreadable)"]
     a, b = _flat_dict(expected.model_dump(mode="json")), _flat_dict(stored)

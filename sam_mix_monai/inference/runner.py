@@ -321,6 +321,6 @@ def _existing(case: Case, out: Path, output_types: Sequence[str]) -> CaseResult:
     mask = mask_path(out, case, output_types)
     summary = None
     with contextlib.suppress(OSError, ValueError):
-        summary = json.loads(mask.with_name(f"{case.name}_liver.json").read_text())
+        summary = json.loads(mask.with_name(f"{case.name}_liver.json").read_text(encoding="utf-8"))
     logger.debug("%s: skipped, %s exists", case.name, mask)
     return CaseResult(case, outputs=[mask], summary=summary if isinstance(summary, dict) else None, skipped=True)

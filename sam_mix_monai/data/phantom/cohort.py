@@ -73,7 +73,7 @@ def _write_manifest(out: Path, records: list[dict], layout: str) -> Path:
     old: dict[int, dict] = {}
     if path.is_file():
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(encoding="utf-8"))
             if data.get("layout") == layout:
                 old = {int(r["id"]): r for r in data.get("cases", [])}
         except (OSError, ValueError, KeyError, TypeError):
