@@ -25,7 +25,8 @@ $(STAMP): setup.cfg constraints.txt pyproject.toml
 # The end-to-end demo on the embedded default (configs/demo.yaml): generate + convert the phantom
 # cohorts (first run only), train compact SAM-Mix-50 and a U-Net-50 baseline in parallel on CPU,
 # evaluate slice2d/volume3d in- and cross-domain, segment a held-out volume with the infer path,
-# write $(DEMO_OUT)/report.md with tables and figures. About 6-8 minutes on 2 cores.
+# segment the committed real CT example, write $(DEMO_OUT)/report.md with tables and figures.
+# About 10 minutes on an idle 2-core machine (605 s measured).
 demo: install
 	$(VENV)/bin/sam-mix demo --out $(DEMO_OUT)
 
