@@ -20,6 +20,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from sam_mix_monai.utils.errors import InputError, PathLike
 
@@ -37,6 +38,17 @@ class CaseFiles:
     label: Path  # for ircadb: the MASKS_DICOM folder or zip
 
 
+
+def _check_paired(images: dict[str, Path], labels: dict[str, Path], no_label: Callable[[str], str],
+                  no_image: Callable[[str], str]) -> None:
+    """Raise :class:`InputError` on the first image without a label, or label without an image (by case key)."""
+    for key, path in images.items():
+        if key not in labels:
+            raise InputError(path, no_label(key))
+    for key, path in labels.items():
+        if key not in images:
+            raise InputError(path, no_image(key))
+
 def _unique(found: dict[str, Path], key: str, path: Path) -> None:
     if key in found:
         raise InputError(path, f"case id {key} appears twice (also {found[key]})")
@@ -52,12 +64,8 @@ def find_lits_cases(root: Path) -> list[CaseFiles]:
             _unique(images, m.group(1), p)
         elif (m := _LITS_LABEL.match(p.name)) and p.is_file():
             _unique(labels, m.group(1), p)
-    for key, path in images.items():
-        if key not in labels:
-            raise InputError(path, f"no label segmentation-{key}.nii[.gz] found for this case")
-    for key, path in labels.items():
-        if key not in images:
-            raise InputError(path, f"no image volume-{key}.nii[.gz] found for this label")
+    _check_paired(images, labels, lambda k: f"no label segmentation-{k}.nii[.gz] found for this case",
+                  lambda k: f"no image volume-{k}.nii[.gz] found for this label")
     return [CaseFiles(f"volume-{k}", images[k], labels[k]) for k in sorted(images, key=int)]
 
 
@@ -145,12 +153,8 @@ def find_msd_cases(root: Path) -> list[CaseFiles]:
         stem = _strip(p.name, ending) if p.is_file() else None
         if stem is not None:
             _unique(labels, stem, p)
-    for key, path in images.items():
-        if key not in labels:
-            raise InputError(path, f"no label labelsTr/{key}{ending} found for this image")
-    for key, path in labels.items():
-        if key not in images:
-            raise InputError(path, f"no image imagesTr/{key}_0000{ending} or imagesTr/{key}{ending} for this label")
+    _check_paired(images, labels, lambda k: f"no label labelsTr/{k}{ending} found for this image",
+                  lambda k: f"no image imagesTr/{k}_0000{ending} or imagesTr/{k}{ending} for this label")
     return [CaseFiles(k, images[k], labels[k]) for k in sorted(images, key=_natural)]
 
 
