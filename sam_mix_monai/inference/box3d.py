@@ -12,8 +12,9 @@ display-convention axial slices the model sees (any header orientation).
    others around it (1/8 and 1/4 of the box's depth above and below), the one where the SAM predicts
    the highest IoU (MedSAM starts at the middle slice; on ircadb_07 the liver's middle slice is far
    from its largest cross-section, where the 3D box fits it best);
-2. each next slice, upwards and downwards, is prompted with the bounding box of the previous slice's
-   mask plus ``margin`` pixels of the SAM input frame (MedSAM: 3), kept inside the user's box;
+2. each next slice, upwards and downwards, is prompted with the bounding box of the largest 2D
+   component of the previous slice's mask plus ``margin`` pixels of the SAM input frame (MedSAM: 3),
+   kept inside the user's box (MedSAM boxes the whole mask; see :func:`_mask_box` for why not);
 3. propagation stops where a mask comes out empty, and at the box's first and last slice; the mask is
    kept inside the user's box (the box says where the liver is).
 
@@ -35,6 +36,7 @@ from sam_mix_monai.inference.geometry import AxialGeometry
 from sam_mix_monai.inference.volume import volume_array
 from sam_mix_monai.networks.box_prompt import encode_slices, predict_box_mask, prepare_sam_slice
 from sam_mix_monai.transforms import DEFAULT_WINDOW
+from sam_mix_monai.transforms.components import keep_largest_component
 from sam_mix_monai.utils.errors import InputError, PathLike
 
 __all__ = ["BOX_MARGIN", "Box3D", "BoxResult", "check_box", "parse_box", "pretrained_box_sam", "segment_box"]
@@ -130,9 +132,17 @@ def _display_box(box: Box3D, geo: AxialGeometry) -> tuple[int, int, tuple[int, i
 
 
 def _mask_box(mask: np.ndarray, margin: float, limit: tuple[int, int, int, int]) -> tuple[float, ...] | None:
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if rows.size == 0:
+    """The next slice's prompt: the box of ``mask``'s largest 2D component, grown by ``margin``, inside ``limit``.
+
+    The largest component, not the whole mask: a stray piece of the mask (a neighbouring organ, or the
+    last of the left lobe) would otherwise widen the box, the next mask grows into it, and the error
+    feeds on itself from slice to slice (on ircadb_07, 3D Dice 0.866 with the whole mask's box, 0.942
+    with the largest component's). ``None`` for an empty mask.
+    """
+    if not mask.any():
         return None
+    mask = keep_largest_component(mask.astype(np.uint8))
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     x1, y1, x2, y2 = cols[0] - margin, rows[0] - margin, cols[-1] + margin, rows[-1] + margin
     return (max(x1, limit[0]), max(y1, limit[1]), min(x2, limit[2]), min(y2, limit[3]))
 
