@@ -5,7 +5,9 @@ command and sets ``func`` (a callable taking the parsed ``argparse.Namespace`` a
 returning an exit code). This is the command's error boundary: errors in user input
 (:class:`InputError`) and any unexpected exception print as one line (the file when known,
 the stage, the exception type and message) and exit with code 2; ``--debug`` shows the
-traceback instead.
+traceback instead. Usage errors (an unknown flag, a missing value, a bad choice) are one line too,
+``sam-mix infer: error: unrecognized arguments: --foo``, exit 2 (:class:`OneLineParser`);
+``--help`` keeps argparse's full usage.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import argparse
 import importlib
 import logging
 import sys
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from sam_mix_monai import __version__
 from sam_mix_monai.utils.boundary import UnexpectedError, to_input_error
@@ -34,6 +36,19 @@ COMMANDS = (
 )
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line, ``<prog>: error: <problem>``, exit 2.
+
+    argparse's own ``error`` prints the whole usage first; the project's rule for bad input is one
+    line naming the problem. Sub-command parsers inherit the class (``add_subparsers`` uses
+    ``type(self)``), so ``prog`` names the sub-command.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``<prog>: error: <message>`` on one line to stderr and exit 2."""
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """Build the top-level parser.
 
@@ -41,7 +56,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         only: register just this sub-command (its module alone is imported, so that
             e.g. ``sam-mix phantom`` does not pay for torch); ``None`` registers all.
     """
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="sam-mix",
         description="SAM-Mix liver segmentation in abdominal CT (MONAI).",
     )
@@ -73,7 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     chosen = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(chosen if chosen in COMMANDS else None)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # named by the sub-command's parser: "sam-mix infer: error: unrecognized arguments: --foo"
+        subcommands = parser._subparsers._group_actions[0].choices if parser._subparsers else {}
+        subcommands.get(args.command, parser).error(f"unrecognized arguments: {' '.join(extra)}")
     args.quiet = bool(getattr(args, "quiet", False))
     args.verbose = bool(getattr(args, "verbose", False))
     if args.command is None:

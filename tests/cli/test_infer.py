@@ -249,7 +249,7 @@ def test_dicom_seg_output(tmp_path: Path, dcmqi_liver_seg: Path, capsys) -> None
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "needs a DICOM series input" in err and str(src) in err
     assert _files(tmp_path / "out2") == []
-    with pytest.raises(SystemExit) as e:  # argparse: usage and one error line
+    with pytest.raises(SystemExit) as e:  # argparse: one error line (cli.main.OneLineParser)
         _infer(str(src), "-o", str(tmp_path / "out3"), "-ot", "rtstruct")
     assert e.value.code == 2 and "expected nifti, dicom_seg" in capsys.readouterr().err
 
