@@ -187,18 +187,36 @@ def evaluate_pair(prediction: PathLike, reference: PathLike, resample: bool = Fa
             "prediction": str(pred_path), "reference": str(ref_path)}
 
 
+#: Unpaired cases named in the error line, per side (the rest are counted).
+MAX_NAMED_UNPAIRED = 5
+
+
+def _unpaired(keys: list[str], masks: dict[str, Path], root: PathLike, what: str) -> str:
+    """``"2 prediction(s) in DIR without a reference: a.nii.gz (case a), b.nii.gz (case b)"``, first few named."""
+    named = []
+    for k in keys[:MAX_NAMED_UNPAIRED]:
+        try:
+            shown = masks[k].relative_to(root)
+        except ValueError:
+            shown = masks[k]
+        named.append(f"{shown} (case {k})")
+    more = f" and {len(keys) - MAX_NAMED_UNPAIRED} more" if len(keys) > MAX_NAMED_UNPAIRED else ""
+    return f"{len(keys)} {what} in {root}: {', '.join(named)}{more}"
+
+
 def _pairs(pred_dir: PathLike, ref_dir: PathLike) -> list[tuple[str, Path, Path]]:
+    """Pair the two folders' masks by case id; every unpaired case (the first few, and a count) in one error."""
     preds, refs = find_masks(pred_dir), find_masks(ref_dir)
-    only_pred = sorted(set(preds) - set(refs))
-    only_ref = sorted(set(refs) - set(preds))
+    only_pred = sorted(set(preds) - set(refs), key=_natural)
+    only_ref = sorted(set(refs) - set(preds), key=_natural)
     if only_pred or only_ref:
-        first = preds[only_pred[0]] if only_pred else refs[only_ref[0]]
         parts = []
         if only_pred:
-            parts.append(f"{len(only_pred)} prediction(s) without a reference ({', '.join(only_pred[:5])})")
+            parts.append(_unpaired(only_pred, preds, pred_dir, "prediction(s) without a reference"))
         if only_ref:
-            parts.append(f"{len(only_ref)} reference(s) without a prediction ({', '.join(only_ref[:5])})")
-        raise InputError(first, "unpaired cases: " + "; ".join(parts) + " (cases are paired by case id)")
+            parts.append(_unpaired(only_ref, refs, ref_dir, "reference(s) without a prediction"))
+        raise InputError(pred_dir if only_pred else ref_dir,
+                         "unpaired cases (paired by case id): " + "; ".join(parts))
     return [(k, preds[k], refs[k]) for k in sorted(preds, key=_natural)]
 
 

@@ -93,7 +93,18 @@ def test_cli_folders_csv_summary_and_unpaired(tmp_path: Path, capsys) -> None:
     out2 = tmp_path / "scores2"
     assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"), "--output", str(out2)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and str(extra) in err and "without a reference (3)" in err
+    assert err.count("\n") == 0 and err.startswith(f"sam-mix evaluate: error: {tmp_path / 'pred'}:")
+    assert f"1 prediction(s) without a reference in {tmp_path / 'pred'}: {extra.name} (case 3)" in err
+    assert not out2.exists() or not any(out2.iterdir())
+    # every unpaired case on both sides: the first five named per side, the rest counted
+    for i in range(4, 10):
+        _save(tmp_path / "pred" / f"volume-{i}_liver.nii.gz", pred, _ras_affine())
+    _save(tmp_path / "ref" / "segmentation-11.nii", ref, _ras_affine())
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"), "--output", str(out2)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "7 prediction(s) without a reference" in err and "and 2 more" in err
+    assert all(f"volume-{i}_liver.nii.gz (case {i})" in err for i in range(3, 8)) and "volume-8_" not in err
+    assert f"1 reference(s) without a prediction in {tmp_path / 'ref'}: segmentation-11.nii (case 11)" in err
     assert not out2.exists() or not any(out2.iterdir())
 
 
