@@ -136,7 +136,7 @@ def _held_out_case(phantom: Any, work: Path) -> tuple[str, Path, Path]:
     return (case, *case_paths(work, "lits", number))
 
 
-def _infer(run: ModelRun, phantom: Any, out: Path, progress: bool) -> InferenceOutcome:
+def _infer(run: ModelRun, phantom: Any, out: Path, progress: bool, precision: str = "fp32") -> InferenceOutcome:
     """Segment the held-out case as ``sam-mix infer --preview`` does; score it against its label NIfTI."""
     import nibabel as nib
 
@@ -144,7 +144,7 @@ def _infer(run: ModelRun, phantom: Any, out: Path, progress: bool) -> InferenceO
 
     case, image, label = _held_out_case(phantom, out / "infer" / "input")
     t0 = time.perf_counter()
-    res = segment_with_checkpoint(run.run_dir / "best.pt", image, out / "infer", progress)
+    res = segment_with_checkpoint(run.run_dir / "best.pt", image, out / "infer", progress, precision)
     seconds = time.perf_counter() - t0
     ref_img = nib.load(str(label))
     dice, hd95 = score_masks(np.asarray(nib.load(str(res.outputs[0])).dataobj), np.asarray(ref_img.dataobj),
@@ -152,7 +152,8 @@ def _infer(run: ModelRun, phantom: Any, out: Path, progress: bool) -> InferenceO
     per_case = (run.metrics or {}).get("results", {}).get("test", {}).get("volume3d_cases", [])
     eval_dice = next((c.get("dice") for c in per_case if c.get("case_id") == case), None)
     preview = next((p for p in res.outputs if p.suffix == ".png"), None)
-    return InferenceOutcome(run.label, case, image, label, res.outputs[0], res.summary, dice, hd95, eval_dice, seconds, preview)
+    return InferenceOutcome(run.label, case, image, label, res.outputs[0], res.summary, dice, hd95, eval_dice, seconds, preview,
+                            precision)
 
 
 def _pick_rows(table: Any, n: int) -> list[int]:
@@ -317,11 +318,13 @@ def run_demo(out: PathLike, config: PathLike | None = None, overrides: Sequence[
         if sam_mix is None and (spec.label == demo.infer_model or (demo.infer_model is None and cfg.model.name == "sam_mix")):
             sam_mix = run
 
-    torch.set_num_threads(demo.threads)
     inference = None
+    all_cores = max(demo.threads, min(os.cpu_count() or 1, 4))  # the trainings are over: every core
     if sam_mix is not None and sam_mix.ok:
         _step(3, f"volume inference (sam-mix infer code path) with {sam_mix.label} on the first held-out test case")
-        inference = _infer(sam_mix, phantom, out, progress)
+        torch.set_num_threads(all_cores)
+        inference = _infer(sam_mix, phantom, out, progress, demo.infer_precision)
+        torch.set_num_threads(demo.threads)
         timings["volume inference (held-out case)"] = inference.seconds
         logger.info("%s: 3D Dice %.3f, HD95 %.2f mm against %s", inference.case, inference.dice, inference.hd95_mm,
                     inference.label.name)
@@ -335,7 +338,7 @@ def run_demo(out: PathLike, config: PathLike | None = None, overrides: Sequence[
         _step(4, "real CT (examples/totalseg_example_dicom): every model"
                  + (", SAM-PP-0 and the oracle box" if demo.real_ct_zero_shot else ""))
         t = time.perf_counter()
-        torch.set_num_threads(max(demo.threads, min(os.cpu_count() or 1, 4)))  # the trainings are over: every core
+        torch.set_num_threads(all_cores)
         real = run_real_ct([(r.label, r.run_dir) for r in runs if r.ok], out, progress, demo.real_ct_zero_shot,
                            demo.real_ct_precision)
         timings["real CT (all rows)"] = time.perf_counter() - t

@@ -49,6 +49,8 @@ class DemoConfig(_Strict):
         real_ct_zero_shot: there, also the pretrained LiteMedSAM rows SAM-PP-0 and the oracle box.
         real_ct_precision: forward passes of that step, ``fp32`` or ``bf16`` autocast (measured on the
             20 example slices: oracle-box Dice 0.9723 in bf16 against 0.9725 in fp32, in 0.74x the time).
+        infer_precision: forward passes of the held-out volume's inference, ``fp32`` or ``bf16`` autocast
+            (it runs after the trainings, on every core, as the real-CT step does).
     """
 
     runs: list[DemoRunConfig] = Field(min_length=1)
@@ -59,6 +61,7 @@ class DemoConfig(_Strict):
     real_ct: bool = True
     real_ct_zero_shot: bool = True
     real_ct_precision: Literal["fp32", "bf16"] = "bf16"
+    infer_precision: Literal["fp32", "bf16"] = "bf16"
 
 
 def default_demo_config() -> Path:

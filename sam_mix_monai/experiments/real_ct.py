@@ -170,6 +170,19 @@ def segment_with_checkpoint(checkpoint: PathLike, image: PathLike, out_dir: Path
     return res
 
 
+def _cam_prompt_text(run_dir: Path) -> str:
+    """How a SAM-Mix run prompts SAM, from its resolved ``config.yaml`` (e.g. ``CAM box prompt, refined once``)."""
+    import yaml
+
+    try:
+        model = (yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}).get("model") or {}
+    except (OSError, yaml.YAMLError):
+        model = {}
+    kind = {"box": "CAM box prompt", "mask": "CAM mask prompt"}.get(model.get("prompts", "box+mask"), "CAM box + mask prompt")
+    refine = int(model.get("box_refine") or 0)
+    return kind + (f", box refined {refine}x from SAM's mask" if refine and "box" in kind else "")
+
+
 def _trained_row(label: str, run_dir: Path, image: Path, ref: np.ndarray, spacing: np.ndarray, out: Path,
                  progress: bool, precision: str) -> tuple[RealCtRow, np.ndarray | None]:
     import nibabel as nib
@@ -187,7 +200,7 @@ def _trained_row(label: str, run_dir: Path, image: Path, ref: np.ndarray, spacin
     s = res.summary
     row.volume_ml, row.quality, row.reasons = s.get("liver_volume_ml"), s.get("quality"), list(s.get("quality_reasons", []))
     if s.get("mean_classifier_confidence") is not None:
-        row.prompt = "automatic: CAM box + mask prompt, classifier gate"
+        row.prompt = f"automatic: {_cam_prompt_text(run_dir)}, classifier gate"
     row.seconds = time.perf_counter() - t0
     return row, mask
 

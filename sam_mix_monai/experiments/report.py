@@ -82,6 +82,7 @@ class InferenceOutcome:
         eval_dice: the same case's 3D Dice in the run's ``volume3d`` evaluation (stored slices), if any.
         seconds: wall time of the inference.
         preview: the three-plane preview PNG ``sam-mix infer`` wrote.
+        precision: of the forward passes (``fp32`` or ``bf16`` autocast).
     """
 
     model: str
@@ -95,6 +96,7 @@ class InferenceOutcome:
     eval_dice: float | None
     seconds: float
     preview: Path | None = None
+    precision: str = "fp32"
 
 
 @dataclass
@@ -230,7 +232,7 @@ def _inference_section(inf: InferenceOutcome) -> list[str]:
         f"- liver {_fmt(s.get('liver_volume_ml'), 1, ' mL')} in {s.get('slices_with_liver', '-')}/{s.get('slices', '-')} "
         f"slices; mean classifier confidence {_fmt(s.get('mean_classifier_confidence'))}, mean predicted IoU "
         f"{_fmt(s.get('mean_predicted_iou'))}; quality flag: {flag}",
-        f"- {inf.seconds:.1f} s (read, slices, post-processing, NIfTI + JSON + preview)",
+        f"- {inf.seconds:.1f} s (read, slices, post-processing, NIfTI + JSON + preview; forward passes in {inf.precision})",
         "",
     ]
 

@@ -93,3 +93,17 @@ def test_zero_shot_lite_medsam_rows_on_three_slices():
     assert box.oracle and box.dice > 0.9 and box.quality is None
     assert not pp.oracle and 0.0 <= pp.dice <= 1.0 and pp.quality in ("ok", "check")
     assert box_mask.shape == pp_mask.shape == ref[..., 9:12].shape
+
+
+@pytest.mark.parametrize("model, expected", [
+    ({"prompts": "box", "box_refine": 1}, "CAM box prompt, box refined 1x from SAM's mask"),
+    ({"prompts": "box+mask", "box_refine": 0}, "CAM box + mask prompt"),
+    ({"prompts": "mask", "box_refine": 2}, "CAM mask prompt"),
+])
+def test_the_automatic_row_names_the_run_s_own_prompts(tmp_path, model, expected):
+    import yaml
+
+    from sam_mix_monai.experiments.real_ct import _cam_prompt_text
+
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"model": model}), encoding="utf-8")
+    assert _cam_prompt_text(tmp_path) == expected
