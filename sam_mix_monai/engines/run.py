@@ -160,7 +160,7 @@ def build_training(cfg: ExperimentConfig, run_dir: PathLike, resume: bool = Fals
     model = build_model(cfg.model)
     if hasattr(model, "sam") and cfg.model.resolved_encoder_mode() == "frozen":  # encoder once per distinct slice
         attach_embedding_cache(model.sam, cfg.model.embedding_cache_mb, cfg.model.embedding_cache_dir)
-        if cfg.augment.labelled:
+        if cfg.augment.labelled and (cfg.loss.seg_dice > 0 or cfg.loss.seg_bce > 0 or cfg.loss.iou > 0):
             logger.warning("encoder_mode frozen with augment.labelled: augmented labelled views miss the embedding cache")
     record = RunRecord(cfg.model.model_dump(mode="json"), cfg.model_dump(mode="json"), __version__, git_commit(),
                        slicing=SliceTable(cfg.data.path).slicing)

@@ -32,6 +32,10 @@ def test_shipped_demo_config_is_valid_and_consistent():
     assert cfgs[0].phantom == cfgs[1].phantom is not None  # one data set for both models
     assert cfgs[0].data.n_labelled == cfgs[1].data.n_labelled == 50
     assert cfgs[0].data.label_seed == cfgs[1].data.label_seed  # the same 50 slices
+    sam = cfgs[0]  # the documented demo design: pretrained LiteMedSAM as is, only the prompt path trains
+    assert sam.model.size == "lite_medsam" and sam.model.resolved_encoder_mode() == "frozen"
+    assert sam.model.prompts == "box" and (sam.loss.seg_dice, sam.loss.seg_bce, sam.loss.iou) == (0.0, 0.0, 0.0)
+    assert demo.infer_precision in ("fp32", "bf16")
     assert default_demo_config().name == "demo.yaml"
 
 
