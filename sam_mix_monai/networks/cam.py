@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "BODY_THRESHOLD",
+    "clip_boxes_to_body",
     "closed_form_gradcam",
     "minmax_normalize",
     "largest_component",
@@ -177,6 +179,33 @@ def mask_to_box(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     empty = rows.amax(dim=1) < 0.5
     boxes = torch.stack([x1, y1, x2, y2], dim=1) * (~empty).to(torch.float32).unsqueeze(1)
     return boxes, empty
+
+
+#: Windowed intensity above which a pixel counts as body (the demo window 40/400 maps -160 HU to 0:
+#: 0.02 is about -152 HU, so air is out and fat is in).
+BODY_THRESHOLD = 0.02
+
+
+def clip_boxes_to_body(boxes: torch.Tensor, image: torch.Tensor, threshold: float = BODY_THRESHOLD) -> torch.Tensor:
+    """Intersect each box with the bounding box of the body (pixels above ``threshold``).
+
+    A liver lies inside the body, but a coarse CAM can spill into the air around it (measured on the
+    demo's phantom-trained classifier: its CAM boxes start at the image border on the real CT).
+    A box that does not overlap the body, or a slice without body pixels, keeps its box.
+
+    Args:
+        boxes: (B, 4) float (x1, y1, x2, y2) inclusive pixel boxes on ``image``'s grid.
+        image: (B, 1, H, W) windowed slices in [0, 1].
+        threshold: body intensity threshold.
+
+    Returns:
+        (B, 4) float boxes.
+    """
+    body, empty = mask_to_box((image > threshold).to(torch.float32))
+    lo = torch.maximum(boxes[:, :2], body[:, :2])
+    hi = torch.minimum(boxes[:, 2:], body[:, 2:])
+    ok = (hi >= lo).all(dim=1, keepdim=True) & ~empty.unsqueeze(1)
+    return torch.where(ok, torch.cat([lo, hi], dim=1), boxes)
 
 
 def central_box(height: int, width: int, fraction: float = 0.5) -> torch.Tensor:

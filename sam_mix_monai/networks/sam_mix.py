@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from segment_anything.modeling import Sam
 from torch import nn
 
-from sam_mix_monai.networks.cam import cam_prompts, closed_form_gradcam, mask_to_box
+from sam_mix_monai.networks.cam import cam_prompts, clip_boxes_to_body, closed_form_gradcam, mask_to_box
 from sam_mix_monai.networks.classifier import LIVER, ResNet38, liver_probability
 from sam_mix_monai.networks.decoding import sam_decode, sam_encode, sam_forward
 from sam_mix_monai.networks.single_output import GATED_LOGIT
@@ -70,6 +70,7 @@ class SAMMix(nn.Module):
             ``box_margin`` pixels (0: the CAM box only). The image is encoded once; a round whose
             mask is empty keeps the previous box.
         box_margin: pixels added on each side of a refined box (MedSAM's 3D inference uses 3).
+        box_clip_body: intersect the CAM box with the body's bounding box (:func:`.cam.clip_boxes_to_body`).
         skip_gated: in eval mode (not tracing / exporting), run SAM only on the slices that pass the
             classifier gate; the others get an empty prediction (see :meth:`forward`).
     """
@@ -88,6 +89,7 @@ class SAMMix(nn.Module):
         box_refine: int = 0,
         box_margin: float = 3.0,
         skip_gated: bool = False,
+        box_clip_body: bool = False,
     ) -> None:
         super().__init__()
         if not (use_box or use_mask):
@@ -104,6 +106,7 @@ class SAMMix(nn.Module):
         self.box_refine = int(box_refine)
         self.box_margin = float(box_margin)
         self.skip_gated = bool(skip_gated)
+        self.box_clip_body = bool(box_clip_body)
 
     @property
     def image_size(self) -> int:
@@ -154,7 +157,7 @@ class SAMMix(nn.Module):
             "liver_present": liver_prob >= self.cls_threshold,
             "cam": prompts["cam"],
             "cam_mask": prompts["cam_mask"],
-            "boxes": prompts["boxes"],
+            "boxes": clip_boxes_to_body(prompts["boxes"], x) if self.box_clip_body else prompts["boxes"],
             "box_fallback": prompts["box_fallback"],
             "dense_prompt": dense,
         }

@@ -229,3 +229,17 @@ def test_gate_logits() -> None:
     gated = gate_logits(logits, torch.tensor([0.9, 0.2, 0.5]), threshold=0.5, fill=-1e4)
     assert torch.equal(gated[0], logits[0]) and torch.equal(gated[2], logits[2])
     assert bool((gated[1] == -1e4).all())
+
+
+def test_clip_boxes_to_body_cuts_the_air_out_and_keeps_disjoint_boxes():
+    from sam_mix_monai.networks.cam import clip_boxes_to_body
+
+    image = torch.zeros(3, 1, 64, 64)
+    image[:, :, 10:50, 20:60] = 0.5  # the body: x 20..59, y 10..49
+    image[2] = 0.0  # no body at all
+    boxes = torch.tensor([[0.0, 5.0, 40.0, 30.0],     # spills into the air on the left and top
+                          [0.0, 0.0, 10.0, 5.0],      # entirely in the air: kept as is
+                          [0.0, 5.0, 40.0, 30.0]])    # slice without body: kept as is
+    out = clip_boxes_to_body(boxes, image)
+    assert out[0].tolist() == [20.0, 10.0, 40.0, 30.0]
+    assert out[1].tolist() == boxes[1].tolist() and out[2].tolist() == boxes[2].tolist()

@@ -200,3 +200,23 @@ def test_skip_gated_runs_sam_on_passed_slices_only_with_the_same_masks() -> None
     assert torch.all(fast["mask_logits"][~passed] == GATED_LOGIT)
     for k in ("liver_prob", "boxes", "cam_mask"):
         torch.testing.assert_close(fast[k], full[k])
+
+
+def test_box_clip_body_keeps_the_cam_box_inside_the_body() -> None:
+    from sam_mix_monai.networks.cam import clip_boxes_to_body
+    from sam_mix_monai.networks.registry import PROMPT_KEYS
+
+    assert "box_clip_body" in PROMPT_KEYS  # a prompt switch: sam-mix evaluate --set model.box_clip_body=true
+    torch.manual_seed(0)
+    cfg = ModelConfig(name="sam_mix", size="compact", image_size=64)
+    plain = build_model(cfg).eval()
+    clipped = build_model(cfg.model_copy(update={"box_clip_body": True})).eval()
+    clipped.load_state_dict(plain.state_dict())
+    x = torch.zeros(2, 1, 64, 64)
+    x[:, :, 16:48, 24:56] = 0.6  # the body
+    x[:, :, 24:40, 30:44] = 0.9
+    with torch.no_grad():
+        p, q = plain.prompt(x), clipped.prompt(x)
+    torch.testing.assert_close(q["boxes"], clip_boxes_to_body(p["boxes"], p["image"]))
+    assert (q["boxes"][:, 0] >= 24).all() and (q["boxes"][:, 2] <= 55).all()
+    assert (q["boxes"][:, 1] >= 16).all() and (q["boxes"][:, 3] <= 47).all()
