@@ -7,8 +7,6 @@
   the ground truth at training time; at test time the image centre (``point="centre"``, the
   default: no reference mask is read), or, for the explicitly named upper-bound row only, the
   interior-most pixel of the ground truth (``point="oracle"``), see :mod:`sam_mix_monai.networks.baselines`;
-* :func:`classify` gets class logits cheaply: through the SAM-Mix classifier alone when the
-  network has one (the unlabelled classification step needs no SAM forward);
 * :func:`predict_masks` turns an output into binary masks, emptying the slices the classifier
   calls liver-free.
 """
@@ -25,7 +23,7 @@ from sam_mix_monai.networks.baselines import interior_point, random_point_in_mas
 from sam_mix_monai.networks.cam import mask_to_box
 from sam_mix_monai.networks.classifier import liver_probability
 
-__all__ = ["POINT_RULES", "unwrap", "network_size", "prepare_slices", "run_network", "classify", "predict_masks",
+__all__ = ["POINT_RULES", "unwrap", "network_size", "prepare_slices", "run_network", "predict_masks",
            "resize_batch", "centre_point"]
 
 #: Test-time point rules of a point-prompted network: ``centre`` (no oracle), ``oracle`` (upper bound).
@@ -119,21 +117,6 @@ def run_network(
         boxes, empty = mask_to_box(mask)
         return net(image, boxes, ~empty)
     return net(image)
-
-
-def classify(net: nn.Module, image: torch.Tensor) -> torch.Tensor | None:
-    """Class logits (B, 2) of a batch, or ``None`` when the network has no classifier.
-
-    Calls the SAM-Mix classifier directly (no SAM forward); the input is resized to the network
-    size as in :meth:`SAMMix.forward`.
-    """
-    inner = unwrap(net)
-    classifier = getattr(inner, "classifier", None)
-    if classifier is None:
-        return None
-    size = network_size(inner)
-    x, _ = resize_batch(image, None, size)
-    return classifier(x)[0]
 
 
 def predict_masks(out: Mapping[str, torch.Tensor], cls_threshold: float = 0.5) -> torch.Tensor:

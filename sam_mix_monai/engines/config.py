@@ -140,7 +140,9 @@ class LossConfig(_Strict):
             loss; it makes the highest-IoU mask selection meaningful).
         cls: CE on the class logits of labelled slices (L_cls).
         unlabelled_cls: CE on the weak view of unlabelled slices whose image label is known.
-        balanced_cls: class-balanced ``cls`` / ``unlabelled_cls`` (mean of the per-class means).
+        balanced_cls: class-balanced ``cls`` / ``unlabelled_cls`` (mean of the per-class means) and
+            ``pseudo_cls`` (over its kept targets, at FixMatch's scale); the class weights come from
+            the known labels of each term's part of the batch, over all ranks.
         pseudo_cls: FixMatch CE of the strong view against the known image label, or against the
             weak view's pseudo-label where the label is withheld.
         pseudo_threshold: confidence a pseudo-label needs to count.
@@ -207,7 +209,8 @@ class TrainConfig(_Strict):
         deterministic: ``monai.utils.set_determinism`` (deterministic cuDNN too).
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
         num_threads: CPU threads per process (``None``: torch's default).
-        sync_bn: synchronised batch norm across ranks (CUDA only).
+        sync_bn: synchronised batch norm across ranks (CUDA only: ``torch.nn.SyncBatchNorm``
+            rejects CPU tensors (torch 2.15), so on CPU each rank normalises with its part of the batch).
         progress: show an Ignite progress bar.
     """
 

@@ -123,7 +123,9 @@ def wrap_model(net: nn.Module, device: torch.device, sync_bn: bool = True) -> nn
     """Move to ``device``; wrap in ``DistributedDataParallel`` when there are several processes.
 
     Unused parameters are allowed (SAM's prompt encoder has point embeddings a box prompt never
-    uses); synchronised batch norm is used on CUDA only.
+    uses); synchronised batch norm is used on CUDA only (``SyncBatchNorm`` raises on CPU tensors in
+    torch 2.15; on CPU each rank's batch norm sees its part of the batch). Train through the wrapper's
+    ``forward`` (not its ``module``): DDP prepares the gradient reduction there.
     """
     net = net.to(device)
     if idist.get_world_size() <= 1:

@@ -13,26 +13,79 @@ term                definition
 ``cls``             CE of ``class_logits`` of labelled slices (labels >= 0), class-balanced by default
 ``unlabelled_cls``  CE of the weak view of unlabelled slices whose image label is known (balanced too)
 ``pseudo_cls``      FixMatch: CE of the strong view against the known image label where there is one,
-                    else against the weak view's confident argmax (pseudo-labels only where withheld)
+                    else against the weak view's confident argmax (pseudo-labels only where withheld);
+                    balanced too (over the kept targets, scaled by the kept share)
 ``seg_consistency`` BCE of the strong view's mask against the weak view's confident pixels
 ==================  =====================================================================
+
+Means over a subset of the batch (Dice over liver slices, CE over known labels, class weights,
+FixMatch's kept targets) are **global** under ``torch.distributed``: the class counts and the
+denominators are summed over the ranks (:func:`global_ratio`), so K processes holding K parts of a
+batch get the gradient and the (rank-averaged) value of the one-process loss, whatever the share
+of each class or of liver slices on each rank. Every rank must then compute the same terms (the
+trainer does: which terms run depends on the config only). Plain means over every sample or pixel
+need nothing: the ranks hold equal-sized parts (``run.py`` requires it).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from monai.losses import DiceLoss
 from monai.metrics import compute_iou
 from torch import nn
 
-__all__ = ["SAMMixLoss", "masked_cross_entropy", "fixmatch_loss", "consistency_loss", "mask_iou"]
+__all__ = ["SAMMixLoss", "masked_cross_entropy", "fixmatch_loss", "consistency_loss", "mask_iou", "global_sum",
+           "global_ratio"]
 
 TERMS = ("seg_dice", "seg_bce", "iou", "cls", "unlabelled_cls", "pseudo_cls", "seg_consistency")
 
 
+def _world() -> int:
+    """Processes of the default group (1 without one)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def global_sum(x: torch.Tensor) -> torch.Tensor:
+    """``x`` (detached) summed over the ranks of the default process group (``x`` itself without one).
+
+    A collective: every rank must call it, in the same order.
+    """
+    x = x.detach()
+    if _world() <= 1:
+        return x
+    x = x.clone()
+    dist.all_reduce(x)
+    return x
+
+
+def global_ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """This rank's share of the global ratio ``sum_r num_r / sum_r den_r`` (0, with a graph, where the
+    global ``den`` is 0).
+
+    ``num`` keeps its graph, ``den`` (a count or a sum of weights) is summed over the ranks without
+    one. The share is ``K * num / sum_r den_r``: DDP averages the K ranks' gradients and the trainer's
+    history averages their values, which gives the gradient and value of the one-process ratio. With
+    one process it is ``num / den``.
+    """
+    total = global_sum(den).to(num.dtype)
+    return torch.where(total > 0, num * _world() / total.clamp_min(torch.finfo(num.dtype).tiny), num * 0.0)
+
+
+def _class_weights(labels: torch.Tensor, valid: torch.Tensor, num_classes: int, balanced: bool) -> torch.Tensor:
+    """(C,) per-class weights: the inverse of each class's global count among ``valid`` samples
+    (``balanced``; 0 for an absent class), else ones."""
+    if not balanced:
+        return torch.ones(num_classes, device=labels.device)
+    counts = global_sum(torch.bincount(labels[valid], minlength=num_classes).float())
+    return torch.where(counts > 0, 1.0 / counts.clamp_min(1.0), torch.zeros_like(counts))
+
+
 def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, balanced: bool = False) -> torch.Tensor:
     """``F.cross_entropy(ignore_index=-1)``: CE over the samples with a known label; 0 (with a graph) when none.
+
+    Global under ``torch.distributed`` (counts and denominator over all ranks, see :func:`global_ratio`).
 
     Args:
         logits: (B, C) class logits.
@@ -40,19 +93,15 @@ def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, balanced: b
         balanced: weight each class by the inverse of its count in the batch, i.e. the mean of the
             per-class mean losses (a batch of 5 positives and 1 negative weighs both classes alike).
     """
-    labels = labels.long()
+    labels = labels.long().to(logits.device)
     valid = labels >= 0
-    if not bool(valid.any()):
-        return logits.sum() * 0.0
-    weight = None
-    if balanced:
-        counts = torch.bincount(labels[valid], minlength=logits.shape[1]).float()
-        weight = torch.where(counts > 0, 1.0 / counts.clamp_min(1.0), torch.zeros_like(counts))
-    return F.cross_entropy(logits.float(), labels, weight=weight, ignore_index=-1)
+    weight = _class_weights(labels, valid, logits.shape[1], balanced)
+    num = F.cross_entropy(logits.float(), labels, weight=weight, ignore_index=-1, reduction="sum")
+    return global_ratio(num, weight[labels[valid]].sum())
 
 
 def fixmatch_loss(weak_logits: torch.Tensor, strong_logits: torch.Tensor, threshold: float,
-                  labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                  labels: torch.Tensor | None = None, balanced: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """FixMatch classification term.
 
     Args:
@@ -61,21 +110,30 @@ def fixmatch_loss(weak_logits: torch.Tensor, strong_logits: torch.Tensor, thresh
         threshold: minimum softmax confidence of a pseudo-label.
         labels: (B,) known image labels (-1: withheld); where known, the label is the strong view's
             target (always kept) and no pseudo-label is formed.
+        balanced: class-balance the kept targets (each class's kept samples weigh alike, as in
+            :func:`masked_cross_entropy`), keeping FixMatch's scale: the balanced mean over the kept
+            samples times the kept share. Equal to FixMatch's loss when the kept classes are balanced.
 
     Returns:
         ``(loss, mask_rate)``: CE of the strong view against its targets, averaged over the whole
-        batch as in FixMatch, and the share of samples with a target.
+        batch as in FixMatch, and the share of samples with a target (both global under
+        ``torch.distributed``).
     """
     probs = torch.softmax(weak_logits.detach().float(), dim=1)
     conf, target = probs.max(dim=1)
     keep = conf >= threshold
     if labels is not None:
-        known = labels >= 0
+        known = labels.to(target.device) >= 0
         target = torch.where(known, labels.long().to(target.device), target)
         keep = keep | known
-    keep = keep.float()
     ce = F.cross_entropy(strong_logits.float(), target, reduction="none")
-    return (ce * keep).mean(), keep.mean()
+    kept = keep.float()
+    n = torch.tensor(float(keep.numel()), device=ce.device)
+    rate = global_sum(kept.sum()) / global_sum(n)  # the global share kept (the same on every rank)
+    if not balanced:
+        return global_ratio((ce * kept).sum(), n), rate
+    w = _class_weights(target, keep, strong_logits.shape[1], True)[target] * kept
+    return global_ratio((ce * w).sum(), w.sum()) * rate, rate
 
 
 def consistency_loss(strong_logits: torch.Tensor, target_prob: torch.Tensor, valid: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -114,7 +172,8 @@ class SAMMixLoss(nn.Module):
             (see the module table; 0 switches a term off).
         pseudo_threshold: FixMatch confidence threshold (default 0.7, MultiMix).
         seg_consistency_threshold: pixel confidence of the consistency target.
-        balanced_cls: class-balanced ``cls`` and ``unlabelled_cls`` (:func:`masked_cross_entropy`).
+        balanced_cls: class-balanced ``cls``, ``unlabelled_cls`` (:func:`masked_cross_entropy`) and
+            ``pseudo_cls`` (:func:`fixmatch_loss`).
     """
 
     def __init__(
@@ -139,7 +198,7 @@ class SAMMixLoss(nn.Module):
         self.pseudo_threshold = float(pseudo_threshold)
         self.seg_consistency_threshold = float(seg_consistency_threshold)
         self.balanced_cls = bool(balanced_cls)
-        self.dice = DiceLoss(sigmoid=True)
+        self.dice = DiceLoss(sigmoid=True, reduction="none")  # (B, 1, 1, 1): per-slice Dice losses
 
     def wants(self, *terms: str) -> bool:
         """Whether any of ``terms`` has a non-zero weight."""
@@ -159,9 +218,10 @@ class SAMMixLoss(nn.Module):
         """
         terms: dict[str, torch.Tensor] = {}
         logits = out["mask_logits"].float() if self.wants("seg_dice", "seg_bce") else None
-        if self.wants("seg_dice"):
-            liver = mask.flatten(1).amax(1) > 0
-            terms["seg_dice"] = self.dice(logits[liver], mask[liver]) if bool(liver.any()) else logits.sum() * 0.0
+        if self.wants("seg_dice"):  # per-slice Dice, averaged over the liver slices (of every rank)
+            liver = (mask.flatten(1).amax(1) > 0).float()
+            per_slice = self.dice(logits, mask).flatten(1).mean(1)
+            terms["seg_dice"] = global_ratio((per_slice * liver).sum(), liver.sum())
         if self.wants("seg_bce"):
             terms["seg_bce"] = F.binary_cross_entropy_with_logits(logits, mask)
         if self.wants("iou") and "iou_pred" in out and "all_mask_logits" in out:

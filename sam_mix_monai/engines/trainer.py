@@ -2,18 +2,33 @@
 
 Each iteration (one optimiser step):
 
-1. **labelled step** on a batch from ``train_data_loader`` (the N slices with masks, cycled): the
-   weak geometry on image and mask (optional), a forward pass, and
+1. **labelled batch** from ``train_data_loader`` (the N slices with masks, and the known-empty
+   slices ``data.empty_per_labelled`` adds, cycled): the weak geometry on image and mask (optional);
    ``L_seg = Dice + BCE`` on the chosen mask, SAM's IoU regression, ``L_cls = CE`` on the class logits;
-   when every segmentation weight is 0 (a frozen, pretrained SAM: only the prompt path learns) the
-   step runs the classifier alone;
-2. **unlabelled step** on a batch from ``unlabelled_data_loader`` (its own cycled loader):
-   a weak view (flip, shift) and a strong view built on it (affine + RandAugment-like intensity
-   operations + Cutout), classified in one batch (FixMatch). The strong view is supervised by the
-   known image label where there is one, else by the weak view's class prediction kept where its
-   confidence reaches the threshold (0.7) (FixMatch, weight 0.25); known image labels of unlabelled
-   slices supervise the weak view too (class-balanced); optionally the weak view's mask (warped with
-   the strong geometry) supervises the strong view's mask.
+2. **unlabelled batch** from ``unlabelled_data_loader`` (its own cycled loader): a weak view (flip,
+   shift) and a strong view built on it (affine + RandAugment-like intensity operations + Cutout).
+   The strong view is supervised by the known image label where there is one, else by the weak
+   view's class prediction kept where its confidence reaches the threshold (0.7) (FixMatch, weight
+   0.25); known image labels of unlabelled slices supervise the weak view too; optionally the weak
+   view's mask (warped with the strong geometry) supervises the strong view's mask.
+
+**One classifier batch** (FixMatch's reference forwards ``cat(x, u_w, u_s)`` once): the labelled
+slices, the weak and the strong views go through the classifier together, in one call of the
+network (``SAMMix.forward(image, extra=views)``, through the DDP wrapper so that DDP prepares the
+gradient reduction), so batch norm normalises and updates its statistics with one batch per step.
+The prompts (GradCAM) and SAM then run on the labelled part only. When every segmentation weight is
+0 (a frozen, pretrained SAM: only the prompt path learns) the call runs the classifier alone
+(``classify_only=True``): a plain concatenation. Not in one batch: with the mask consistency term
+(``loss.seg_consistency > 0``) the strong view's target is the weak view's mask, so the weak and
+strong views run the whole network in turn after the labelled forward (three batches, as before);
+a network without classifier (U-Net, SAM-PP) has only the labelled forward (and the consistency one).
+
+Class balance (``loss.balanced_cls``, default on): ``cls``, ``unlabelled_cls`` and ``pseudo_cls``
+are each class-balanced with weights from the known (or kept pseudo-) labels of their part of the
+batch: the labelled part (positives and known-empty slices), the weak and the strong view. Those
+weights and every mean over a subset (:mod:`.losses`) are global over the ranks, so K processes
+compute the one-process loss; what stays per rank is the batch-norm statistics of a CPU run
+(``SyncBatchNorm``, used on CUDA, is CUDA-only in torch).
 
 The two losses are summed and back-propagated once; a NaN or infinite total stops training before
 the optimiser step (:class:`~sam_mix_monai.utils.errors.InputError` without a path, which the run
@@ -40,7 +55,7 @@ from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
 from sam_mix_monai.engines.augment import WeakStrongAugment
-from sam_mix_monai.engines.batch import classify, network_size, prepare_slices, resize_batch, run_network, unwrap
+from sam_mix_monai.engines.batch import network_size, prepare_slices, resize_batch, run_network, unwrap
 from sam_mix_monai.engines.losses import SAMMixLoss, consistency_loss, fixmatch_loss, masked_cross_entropy
 from sam_mix_monai.utils.errors import InputError
 from sam_mix_monai.utils.precision import autocast, normalize_precision
@@ -68,7 +83,8 @@ class SAMMixTrainer(SupervisedTrainer):
         grad_clip: gradient-norm clip (``None``: off).
         seed: base seed of the per-iteration random draws.
         rank, world_size: this process and the number of processes: a rank draws its share of the
-            global batch's random views, so K processes train like one (up to batch-norm statistics).
+            global batch's random views, so K processes train like one (up to per-rank batch-norm
+            statistics without ``SyncBatchNorm``, i.e. on CPU).
         resize_to_network: train at the network's input size (resize batches once, before augmenting).
         train_handlers: handlers to attach (MONAI convention).
         non_blocking: asynchronous host-to-device copies.
@@ -161,45 +177,60 @@ class SAMMixTrainer(SupervisedTrainer):
 
     # -- the iteration ---------------------------------------------------------------------------
 
-    def _unlabelled_terms(self, engine: Engine, iteration: int) -> dict[str, torch.Tensor]:
-        loss: SAMMixLoss = self.loss_function
-        net = self.network
-        want_known = loss.wants("unlabelled_cls")
-        want_pseudo = loss.wants("pseudo_cls")
-        want_cons = loss.wants("seg_consistency")
-        if not (want_known or want_pseudo or want_cons):
-            return {}
+    def _unlabelled_image(self, engine: Engine) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next unlabelled batch at the network size: ``(image, label)`` (label -1: withheld)."""
         image, target = prepare_slices(self._next_unlabelled(engine), self.state.device, self.non_blocking)
-        label = target["label"]
-        image, _ = resize_batch(image, None, network_size(net) if self.resize_to_network else None)
+        image, _ = resize_batch(image, None, network_size(self.network) if self.resize_to_network else None)
+        return image, target["label"]
+
+    def _one_batch(self) -> bool:
+        """Whether the unlabelled views join the labelled batch in the classifier (FixMatch): the
+        network has a classifier, an unlabelled classification term is on and the mask
+        consistency term (whose strong target needs the weak view's mask first) is off."""
+        loss: SAMMixLoss = self.loss_function
+        return (self.unlabelled_data_loader is not None and getattr(unwrap(self.network), "classifier", None) is not None
+                and loss.wants("unlabelled_cls", "pseudo_cls") and not loss.wants("seg_consistency"))
+
+    def _fixmatch_views(self, engine: Engine, iteration: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(views, label)``: the weak view of the unlabelled batch, followed by its strong view when
+        ``pseudo_cls`` is on, concatenated (the classifier's ``extra`` slices)."""
+        image, label = self._unlabelled_image(engine)
         aug = self.augment
         with self._views():
             weak = aug.weak(image, seed=self.iteration_seed(iteration, 2), part=self.part)["image"] if aug is not None else image
-        want_known = want_known and bool((label >= 0).any())
-        has_classifier = getattr(unwrap(net), "classifier", None) is not None
-        if not has_classifier:  # a network without classifier (U-Net): only the mask consistency applies
-            want_known = want_pseudo = False
-        terms: dict[str, torch.Tensor] = {}
-        if not want_cons:
-            # Classification only: weak and strong views through the classifier in one batch, as
-            # FixMatch does (one set of batch-norm statistics for both views).
-            if not (want_known or want_pseudo):
-                return {}
             views = [weak]
-            if want_pseudo:
-                with self._views():
-                    strong = aug.strong({"image": weak}, seed=self.iteration_seed(iteration, 3), part=self.part)["image"] \
-                        if aug is not None else weak
-                views.append(strong)
-            logits = classify(net, torch.cat(views))
-            weak_logits, strong_logits = logits[: len(weak)], logits[len(weak):]
-            if want_known:
-                terms["unlabelled_cls"] = masked_cross_entropy(weak_logits, label, loss.balanced_cls)
-            if want_pseudo:
-                terms["pseudo_cls"], terms["pseudo_mask_rate"] = fixmatch_loss(
-                    weak_logits, strong_logits, loss.pseudo_threshold, label)
-            return terms
-        # Mask consistency: the strong view's target is the weak view's prediction, so the views run in turn.
+            if self.loss_function.wants("pseudo_cls"):
+                views.append(aug.strong({"image": weak}, seed=self.iteration_seed(iteration, 3), part=self.part)["image"]
+                             if aug is not None else weak)
+        return torch.cat(views), label
+
+    def _fixmatch_terms(self, logits: torch.Tensor, label: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The unlabelled classification terms from the class logits of :meth:`_fixmatch_views`' views."""
+        loss: SAMMixLoss = self.loss_function
+        weak_logits, strong_logits = logits[: len(label)], logits[len(label):]
+        terms: dict[str, torch.Tensor] = {}
+        if loss.wants("unlabelled_cls"):
+            terms["unlabelled_cls"] = masked_cross_entropy(weak_logits, label, loss.balanced_cls)
+        if loss.wants("pseudo_cls"):
+            terms["pseudo_cls"], terms["pseudo_mask_rate"] = fixmatch_loss(
+                weak_logits, strong_logits, loss.pseudo_threshold, label, loss.balanced_cls)
+        return terms
+
+    def _unlabelled_terms(self, engine: Engine, iteration: int) -> dict[str, torch.Tensor]:
+        """The unlabelled step as its own forwards: with the mask consistency term (the strong view's
+        target is the weak view's mask, so the views run in turn), or for a network without classifier."""
+        loss: SAMMixLoss = self.loss_function
+        net = self.network
+        has_classifier = getattr(unwrap(net), "classifier", None) is not None
+        want_known = has_classifier and loss.wants("unlabelled_cls")
+        want_pseudo = has_classifier and loss.wants("pseudo_cls")
+        if not loss.wants("seg_consistency"):
+            return {}
+        image, label = self._unlabelled_image(engine)
+        aug = self.augment
+        with self._views():
+            weak = aug.weak(image, seed=self.iteration_seed(iteration, 2), part=self.part)["image"] if aug is not None else image
+        terms: dict[str, torch.Tensor] = {}
         with torch.set_grad_enabled(want_known):
             weak_out = run_network(unwrap(net), weak)
         weak_logits = weak_out.get("class_logits")
@@ -221,7 +252,7 @@ class SAMMixTrainer(SupervisedTrainer):
                                                     loss.seg_consistency_threshold)
         if want_pseudo:
             terms["pseudo_cls"], terms["pseudo_mask_rate"] = fixmatch_loss(
-                weak_logits, strong_out["class_logits"], loss.pseudo_threshold, label)
+                weak_logits, strong_out["class_logits"], loss.pseudo_threshold, label, loss.balanced_cls)
         return terms
 
     def _iteration(self, engine: Engine, batchdata: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -247,15 +278,21 @@ class SAMMixTrainer(SupervisedTrainer):
         point_rng = torch.Generator().manual_seed(self.iteration_seed(it, 1) + self.rank)
         seg_terms = loss.wants("seg_dice", "seg_bce", "iou")
         with self._autocast():
-            logits = None if seg_terms else classify(net, image)
-            if logits is not None:  # no segmentation term: the classifier alone (no SAM forward)
-                out = {"class_logits": logits}
+            if getattr(unwrap(net), "classifier", None) is not None:  # SAM-Mix
+                # One classifier batch: labelled slices, then the unlabelled weak and strong views
+                # (FixMatch). Called through ``net`` (the DDP wrapper, if any) so that DDP prepares the
+                # gradient reduction; no segmentation term: the classifier alone (no prompts, no SAM).
+                extra, unl_label = self._fixmatch_views(engine, it) if self._one_batch() else (None, None)
+                out = net(image, extra=extra, classify_only=not seg_terms)
             else:
+                extra = None
                 out = run_network(net, image, mask, training=True, generator=point_rng)
             engine.state.output[Keys.PRED] = out
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)
             terms = loss.supervised(out, mask, label)
-            if self.unlabelled_data_loader is not None:
+            if extra is not None:
+                terms.update(self._fixmatch_terms(out["extra_class_logits"], unl_label))
+            elif self.unlabelled_data_loader is not None:
                 terms.update(self._unlabelled_terms(engine, it))
             total = loss.total(terms)
         if not bool(torch.isfinite(total.detach())):  # stop before the step: the weights stay the last good ones

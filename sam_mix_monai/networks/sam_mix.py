@@ -15,7 +15,8 @@ The network runs in two public stages, which :meth:`SAMMix.forward` composes:
 1. :meth:`SAMMix.prompt` (classifier, closed-form GradCAM, box and dense prompt) on every slice;
 2. :meth:`SAMMix.segment` (the SAM branch) on the slices and prompts it is given.
 
-``forward`` runs SAM on every slice (training, export). Inference
+``forward`` runs SAM on every slice (training, export); for training it also takes ``extra``
+slices that share the classifier batch (FixMatch's views) and can run the classifier alone. Inference
 (:class:`sam_mix_monai.inference.SlicePredictor`) runs stage 2 only on the slices whose liver
 probability passes the classifier gate: the SAM branch is the expensive part, and many axial
 slices of a CT hold no liver.
@@ -136,11 +137,20 @@ class SAMMix(nn.Module):
             Every entry is indexed by slice along dim 0, so ``{k: v[idx] for k, v in p.items()}``
             selects the prompts of a subset of slices for :meth:`segment`.
         """
-        s = self.image_size
-        x = image
-        if tuple(image.shape[-2:]) != (s, s):
-            x = F.interpolate(image, size=(s, s), mode="bilinear", align_corners=False)
+        x = self._resize_input(image)
         class_logits, feats = self.classifier(x)
+        return self._prompts(x, class_logits, feats)
+
+    def _resize_input(self, image: torch.Tensor) -> torch.Tensor:
+        """``image`` resized (bilinear) to the SAM input size (unchanged when it is already)."""
+        s = self.image_size
+        if tuple(image.shape[-2:]) == (s, s):
+            return image
+        return F.interpolate(image, size=(s, s), mode="bilinear", align_corners=False)
+
+    def _prompts(self, x: torch.Tensor, class_logits: torch.Tensor, feats: torch.Tensor) -> dict[str, torch.Tensor]:
+        """:meth:`prompt`'s output from the classifier's logits and feature map of the slices ``x``."""
+        s = self.image_size
         with torch.no_grad():
             cam = closed_form_gradcam(feats.detach(), self.classifier.fc.weight.detach(), LIVER)
             prompts = cam_prompts(cam, (s, s), self.cam_threshold, self.lcc_iterations, self.fallback_fraction,
@@ -226,7 +236,7 @@ class SAMMix(nn.Module):
             out["cam_mask"] = F.interpolate(out["cam_mask"], size=hw, mode="nearest")
         return out
 
-    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, image: torch.Tensor, extra: torch.Tensor | None = None, classify_only: bool = False) -> dict[str, torch.Tensor]:
         """Segment a batch of slices: :meth:`prompt`, then :meth:`segment` on every slice.
 
         Every slice goes through SAM, including those the classifier calls liver-free (training and
@@ -236,11 +246,20 @@ class SAMMix(nn.Module):
         logits (an empty mask, which is what every consumer makes of a gated slice) and zero IoU.
         With LiteMedSAM on CPU the SAM branch is most of the cost, and many slices hold no liver.
 
+        Training options (the trainer's one-batch classifier forward, through the DDP wrapper so that
+        gradients are synchronised): ``extra`` slices go through the classifier in the **same batch**
+        as ``image`` (one set of batch-norm statistics, as FixMatch's reference forwards labelled,
+        weak and strong views together), and only their class logits come back; ``classify_only``
+        runs the classifier alone (no prompts, no SAM: a frozen SAM whose prompt path alone learns).
+
         Args:
             image: (B, 1, H, W) CT slices in [0, 1]; resized (bilinear) to ``image_size`` when needed.
+            extra: (E, 1, H', W') further slices for the classifier only (``None``: none).
+            classify_only: skip the prompts and SAM: only ``class_logits`` and ``extra_class_logits``
+                are returned.
 
         Returns:
-            dict of tensors (``S = image_size``):
+            dict of tensors (``S = image_size``); ``extra_class_logits`` (E, 2) with ``extra``:
 
             - ``mask_logits`` (B, 1, H, W): logits of the mask with the highest predicted IoU;
             - ``all_mask_logits`` (B, 3, H, W), ``iou_pred`` (B, 3), ``chosen_iou`` (B,);
@@ -251,7 +270,18 @@ class SAMMix(nn.Module):
             - ``boxes`` (B, 4) (x1, y1, x2, y2) in SAM input pixels, the box SAM's final mask came from
               (the refined one with ``box_refine``); ``box_fallback`` (B,) bool.
         """
-        prompts = self.prompt(image)
+        if extra is None and not classify_only:
+            prompts = self.prompt(image)
+            extra_out: dict[str, torch.Tensor] = {}
+        else:
+            x = self._resize_input(image)
+            both = x if extra is None else torch.cat([x, self._resize_input(extra).to(x.dtype)])
+            logits, feats = self.classifier(both)
+            b = x.shape[0]
+            extra_out = {} if extra is None else {"extra_class_logits": logits[b:]}
+            if classify_only:
+                return {"class_logits": logits[:b], **extra_out}
+            prompts = self._prompts(x, logits[:b], feats[:b])
         present = prompts["liver_present"]
         static = not self.skip_gated or self.training or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
         if static or bool(present.all()):
@@ -259,6 +289,7 @@ class SAMMix(nn.Module):
         else:
             out = self._segment_passed(prompts, torch.nonzero(present).flatten())
         out.update({k: prompts[k] for k in _PROMPT_OUTPUTS if k not in out})  # a refined box stays
+        out.update(extra_out)
         return self.resize_outputs(out, image.shape[-2:])
 
     def _segment_passed(self, prompts: dict[str, torch.Tensor], keep: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from sam_mix_monai.engines.batch import classify, predict_masks, prepare_slices, resize_batch, run_network
+from sam_mix_monai.engines.batch import predict_masks, prepare_slices, resize_batch, run_network
 from sam_mix_monai.networks import ModelConfig, build_model
 
 
@@ -16,20 +16,20 @@ def test_predict_masks_gates_liver_free_slices():
     assert predict_masks({"mask_logits": logits}).sum() == 32  # no classifier: no gate
 
 
-def test_run_network_and_classify():
+def test_run_network_and_classifier_only_forward():
     torch.manual_seed(0)
     net = build_model(ModelConfig(name="sam_mix", size="compact", image_size=64)).eval()
     x = torch.rand(2, 1, 128, 128)  # data larger than the network: resized inside
     with torch.no_grad():
         out = run_network(net, x)
         assert out["mask_logits"].shape == (2, 1, 128, 128)
-        assert torch.allclose(classify(net, x), out["class_logits"], atol=1e-5)
+        alone = net(x, classify_only=True)  # the classifier alone (the trainer's prompt-path-only step)
+        assert set(alone) == {"class_logits"} and torch.allclose(alone["class_logits"], out["class_logits"], atol=1e-5)
     sampp = build_model(ModelConfig(name="sam_pp", size="compact", image_size=64)).eval()
     mask = torch.zeros(2, 1, 64, 64)
     mask[:, :, 10:30, 20:40] = 1
     with torch.no_grad():
         assert run_network(sampp, x[:, :, :64, :64], mask)["mask_logits"].shape == (2, 1, 64, 64)
-    assert classify(sampp, x) is None
 
 
 def test_prepare_and_resize():

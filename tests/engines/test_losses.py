@@ -90,3 +90,72 @@ def test_dice_term_leaves_known_empty_masks_to_bce():
 
     assert terms["seg_dice"].item() == pytest.approx(DiceLoss(sigmoid=True)(logits[:1], mask[:1]).item())
     assert terms["seg_bce"].item() == pytest.approx(torch.nn.functional.binary_cross_entropy_with_logits(logits, mask).item())
+
+
+def test_balanced_fixmatch_weighs_the_kept_classes_alike():
+    weak = torch.tensor([[0.0, 4.0], [0.0, 4.0], [0.0, 4.0], [4.0, 0.0], [0.1, 0.0]])  # 3x liver, 1x free, unsure
+    strong = torch.tensor([[0.0, 1.0], [0.0, 1.0], [0.0, 1.0], [0.0, 1.0], [0.0, 0.0]])
+    ce = torch.nn.functional.cross_entropy(strong[:4], torch.tensor([1, 1, 1, 0]), reduction="none")
+    plain, rate = fixmatch_loss(weak, strong, 0.7)
+    assert plain.item() == pytest.approx(ce.sum().item() / 5) and rate.item() == pytest.approx(0.8)
+    balanced, _ = fixmatch_loss(weak, strong, 0.7, balanced=True)
+    assert balanced.item() == pytest.approx((ce[:3].mean() + ce[3]).item() / 2 * 0.8)  # class means, FixMatch scale
+    # with the kept classes balanced it is FixMatch's loss
+    even = fixmatch_loss(weak[2:4], strong[2:4], 0.7, balanced=True)[0]
+    assert even.item() == pytest.approx(fixmatch_loss(weak[2:4], strong[2:4], 0.7)[0].item())
+
+
+# -- under torch.distributed: the means over a subset are global ------------------------------
+
+def _batch() -> dict[str, torch.Tensor]:
+    """8 samples whose known labels and liver slices are unevenly shared by the two halves."""
+    g = torch.Generator().manual_seed(0)
+    mask = torch.zeros(8, 1, 8, 8)
+    for i in (0, 1, 2, 5):  # liver slices: 3 in the first half, 1 in the second
+        mask[i, :, 2:6, 1 + i % 3:6] = 1
+    return {"logits": torch.randn(8, 2, generator=g), "strong": torch.randn(8, 2, generator=g),
+            "weak": torch.randn(8, 2, generator=g) * 3, "labels": torch.tensor([1, 1, 1, 0, 1, -1, -1, -1]),
+            "mask_logits": torch.randn(8, 1, 8, 8, generator=g), "mask": mask}
+
+
+def _terms(b: dict[str, torch.Tensor], part: slice) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    """Loss values on ``b[part]`` and the gradients of their sum w.r.t. the full batch's leaves."""
+    leaves = {k: b[k].clone().requires_grad_(True) for k in ("logits", "strong", "mask_logits")}
+    lab = b["labels"][part]
+    terms = SAMMixLoss().supervised({"mask_logits": leaves["mask_logits"][part], "class_logits": leaves["logits"][part]},
+                                    b["mask"][part], lab)
+    terms["cls_plain"] = masked_cross_entropy(leaves["logits"][part], lab)
+    terms["pseudo"], terms["rate"] = fixmatch_loss(b["weak"][part], leaves["strong"][part], 0.7, lab, balanced=True)
+    sum(v for k, v in terms.items() if k != "rate").backward()
+    return {k: float(v.detach()) for k, v in terms.items()}, {k: v.grad for k, v in leaves.items()}
+
+
+def _global_terms_worker(local_rank: int, out: str) -> None:
+    import torch.distributed as dist
+
+    r, k = dist.get_rank(), dist.get_world_size()
+    values, grads = _terms(_batch(), slice(4 * r, 4 * r + 4))
+    for g in grads.values():  # what DDP does with the gradients: their mean over the ranks
+        dist.all_reduce(g)
+        g /= k
+    torch.save({"values": values, "grads": grads}, f"{out}/rank{r}.pt")
+
+
+def test_masked_means_and_class_weights_are_global_over_ranks(tmp_path):
+    """2 gloo processes, each with half the batch: the rank-averaged values and the DDP-averaged
+    gradients of Dice over liver slices, (balanced) CE over known labels and balanced FixMatch equal
+    the one-process loss of the whole batch."""
+    from sam_mix_monai.engines.distributed import launch
+
+    b = _batch()
+    one, one_grads = _terms(b, slice(0, 8))
+    halves = [_terms(b, slice(0, 4))[0], _terms(b, slice(4, 8))[0]]
+    for key in ("seg_dice", "cls", "pseudo"):  # per-rank means: their mean is not the one-process value
+        assert (halves[0][key] + halves[1][key]) / 2 != pytest.approx(one[key], rel=1e-2), key
+    launch(_global_terms_worker, str(tmp_path), nproc_per_node=2, device="cpu")
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    for key, value in one.items():
+        assert (ranks[0]["values"][key] + ranks[1]["values"][key]) / 2 == pytest.approx(value, rel=1e-5, abs=1e-7), key
+    for key, g in one_grads.items():
+        for r in ranks:
+            torch.testing.assert_close(r["grads"][key], g, rtol=1e-5, atol=1e-7, msg=key)

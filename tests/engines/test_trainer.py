@@ -50,9 +50,9 @@ def test_unlabelled_step_known_labels_one_batch_and_weighted_total(tiny_phantom,
     seen_labels, batches = [], []
     real_fixmatch = trainer_mod.fixmatch_loss
 
-    def spy(weak, strong, threshold, labels=None):
+    def spy(weak, strong, threshold, labels=None, balanced=False):
         seen_labels.append(labels.clone())
-        return real_fixmatch(weak, strong, threshold, labels)
+        return real_fixmatch(weak, strong, threshold, labels, balanced)
 
     monkeypatch.setattr(trainer_mod, "fixmatch_loss", spy)
     raw = tiny_config(tiny_phantom[0], tmp_path, train={"epochs": 1, "iterations_per_epoch": 2},
@@ -65,8 +65,8 @@ def test_unlabelled_step_known_labels_one_batch_and_weighted_total(tiny_phantom,
     job.trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: seen.append(dict(e.state.output)))
     job.trainer.run()
     b = cfg.unlabelled.batch_size
-    # per iteration: the labelled batch inside SAM-Mix, then the weak and strong views together in one batch
-    assert batches == [cfg.train.batch_size, 2 * b] * 2
+    # per iteration ONE classifier batch: the labelled slices, the weak and the strong views (FixMatch)
+    assert batches == [cfg.train.batch_size + 2 * b] * 2
     labels = torch.cat(seen_labels)
     assert (labels == -1).any() and (labels >= 0).any()  # withheld and known labels reach FixMatch as they are
     for s, lab in zip(seen, seen_labels):
@@ -129,14 +129,17 @@ def test_prompt_path_only_training_skips_sam_and_test_split_null(tiny_phantom, t
                       model={"encoder_mode": "frozen"})
     raw["data"].update(val_split=None, test_split=None)
     job = build_training(validate_config(raw), tmp_path)
-    sam_calls = []
+    sam_calls, cls_calls = [], []
     job.model.sam.image_encoder.register_forward_hook(lambda m, i, o: sam_calls.append(i[0].shape[0]))
+    job.model.classifier.register_forward_hook(lambda m, i, o: cls_calls.append(i[0].shape[0]))
     cls_before = {k: v.clone() for k, v in job.model.classifier.state_dict().items()}
     sam_before = {k: v.clone() for k, v in job.model.sam.state_dict().items()}
     seen = []
     job.trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: seen.append(dict(e.state.output)))
     job.trainer.run()
     assert sam_calls == [] and {"cls", "unlabelled_cls"} <= set(seen[0]) and "seg_dice" not in seen[0]
+    # one classifier batch per iteration: labelled + weak + strong views (a plain concatenation)
+    assert cls_calls == [job.cfg.train.batch_size + 2 * job.cfg.unlabelled.batch_size] * 2
     assert any(not torch.equal(cls_before[k], v) for k, v in job.model.classifier.state_dict().items()
                if v.is_floating_point())
     assert all(torch.equal(sam_before[k], v) for k, v in job.model.sam.state_dict().items())

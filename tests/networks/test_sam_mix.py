@@ -220,3 +220,27 @@ def test_box_clip_body_keeps_the_cam_box_inside_the_body() -> None:
     torch.testing.assert_close(q["boxes"], clip_boxes_to_body(p["boxes"], p["image"]))
     assert (q["boxes"][:, 0] >= 24).all() and (q["boxes"][:, 2] <= 55).all()
     assert (q["boxes"][:, 1] >= 16).all() and (q["boxes"][:, 3] <= 47).all()
+
+
+def test_extra_slices_share_one_classifier_batch() -> None:
+    """The trainer's one-batch forward: labelled slices and the FixMatch views in ONE classifier batch
+    (one call, batch-norm statistics of the concatenation); SAM only on the labelled slices."""
+    import copy
+
+    torch.manual_seed(0)
+    net = build_model(ModelConfig(name="sam_mix", size="compact", image_size=64)).train()
+    ref = copy.deepcopy(net.classifier)
+    x, extra = torch.rand(2, 1, 64, 64), torch.rand(4, 1, 64, 64)
+    calls, sam_calls = [], []
+    net.classifier.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    net.sam.image_encoder.register_forward_hook(lambda m, i, o: sam_calls.append(i[0].shape[0]))
+    out = net(x, extra=extra)
+    assert calls == [6] and sam_calls == [2]
+    logits, _ = ref(torch.cat([x, extra]))  # one forward over the concatenated batch
+    torch.testing.assert_close(out["class_logits"], logits[:2])
+    torch.testing.assert_close(out["extra_class_logits"], logits[2:])
+    for (name, a), b in zip(net.classifier.named_buffers(), ref.buffers()):
+        torch.testing.assert_close(a, b, msg=name)  # running statistics: those of the one batch
+    assert out["mask_logits"].shape == (2, 1, 64, 64) and out["boxes"].shape == (2, 4)
+    alone = net(x, extra=extra, classify_only=True)  # the prompt path alone (frozen SAM): no prompts, no SAM
+    assert set(alone) == {"class_logits", "extra_class_logits"} and calls == [6, 6] and sam_calls == [2]
