@@ -104,9 +104,10 @@ def test_two_process_sam_mix_run(tiny_phantom, reference, tmp_path):
         # Known and open: each rank's classifier batch norm normalises with the statistics of its half of
         # the one classifier batch (SyncBatchNorm is CUDA-only in torch; wrap_model uses it on CUDA).
         # Everything else is the 1-process step: test_two_process_run_equals_one_process_with_fixed_bn.
-        # Measured (3 epochs of 4 steps, known-empty slices included): epoch-1 loss 2.454 (1 process) vs
-        # 3.004 (2 processes); epochs 2 and 3 within 10%. Before the global means and the one classifier
-        # batch (positives only): 3.05 vs 3.41.
+        # Measured (3 epochs of 4 steps, known-empty slices included), epoch loss 1 vs 2 processes:
+        # 3.304 / 3.391, 2.454 / 3.004 (+22%), 2.174 / 2.316. With fixed BN statistics the same runs agree
+        # to float rounding (test below). Before the global means and the one classifier batch (positives
+        # only): 3.05 / 3.41 at epoch 1.
         pairs = [(round(a["loss"], 3), round(b["loss"], 3)) for a, b in zip(single["train"], multi["train"])]
         pytest.xfail(f"2-process SAM-Mix loss differs from 1 process beyond {LOSS_TOL:.0%} (per-rank batch norm): "
                      f"(1 process, 2 processes) per epoch {pairs}")
@@ -125,7 +126,7 @@ def _fixed_bn_worker(local_rank: int, cfg_dump: dict, run_dir: str) -> None:
     job.trainer.run()
 
 
-@pytest.mark.parametrize("mode", ["full", "classifier_only"])
+@pytest.mark.parametrize("mode", [pytest.param("full", marks=pytest.mark.slow), "classifier_only"])
 def test_two_process_run_equals_one_process_with_fixed_bn(tiny_phantom, tmp_path, mode):
     """With batch norm out of the way, 2 gloo processes train SAM-Mix like 1, up to float rounding:
     the global masked means and class weights (known-empty slices included), one classifier batch
