@@ -14,7 +14,7 @@ term                definition
 ``unlabelled_cls``  CE of the weak view of unlabelled slices whose image label is known (balanced too)
 ``pseudo_cls``      FixMatch: CE of the strong view against the known image label where there is one,
                     else against the weak view's confident argmax (pseudo-labels only where withheld);
-                    balanced too (over the kept targets, scaled by the kept share)
+                    optionally balanced (over the kept targets, scaled by the kept share)
 ``seg_consistency`` BCE of the strong view's mask against the weak view's confident pixels
 ==================  =====================================================================
 
@@ -172,8 +172,8 @@ class SAMMixLoss(nn.Module):
             (see the module table; 0 switches a term off).
         pseudo_threshold: FixMatch confidence threshold (default 0.7, MultiMix).
         seg_consistency_threshold: pixel confidence of the consistency target.
-        balanced_cls: class-balanced ``cls``, ``unlabelled_cls`` (:func:`masked_cross_entropy`) and
-            ``pseudo_cls`` (:func:`fixmatch_loss`).
+        balanced_cls: class-balanced ``cls`` and ``unlabelled_cls`` (:func:`masked_cross_entropy`).
+        balanced_pseudo: class-balanced ``pseudo_cls`` (:func:`fixmatch_loss`).
     """
 
     def __init__(
@@ -188,6 +188,7 @@ class SAMMixLoss(nn.Module):
         seg_consistency: float = 0.0,
         seg_consistency_threshold: float = 0.9,
         balanced_cls: bool = True,
+        balanced_pseudo: bool = False,
     ) -> None:
         super().__init__()
         self.weights = {
@@ -198,6 +199,7 @@ class SAMMixLoss(nn.Module):
         self.pseudo_threshold = float(pseudo_threshold)
         self.seg_consistency_threshold = float(seg_consistency_threshold)
         self.balanced_cls = bool(balanced_cls)
+        self.balanced_pseudo = bool(balanced_pseudo)
         self.dice = DiceLoss(sigmoid=True, reduction="none")  # (B, 1, 1, 1): per-slice Dice losses
 
     def wants(self, *terms: str) -> bool:

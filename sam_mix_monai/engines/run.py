@@ -202,7 +202,7 @@ def build_training(cfg: ExperimentConfig, run_dir: PathLike, resume: bool = Fals
         device=device, max_epochs=tc.epochs, train_data_loader=lab_stream, network=network, optimizer=optimizer,
         loss_function=SAMMixLoss(**cfg.loss.model_dump()), unlabelled_data_loader=unl_stream, augment=augment,
         augment_labelled=a.labelled, labelled_flip=a.labelled_flip, epoch_length=length, precision=precision,
-        grad_clip=tc.grad_clip, seed=tc.seed, rank=r, world_size=w,
+        grad_clip=tc.grad_clip, seed=tc.seed, rank=r, world_size=w, one_classifier_batch=tc.one_classifier_batch,
     )
     for engine in (trainer, validator):  # Ignite's per-run chatter; epochs are logged by _log_epoch / StatsHandler
         if engine is not None:

@@ -12,20 +12,24 @@ Each iteration (one optimiser step):
    0.25); known image labels of unlabelled slices supervise the weak view too; optionally the weak
    view's mask (warped with the strong geometry) supervises the strong view's mask.
 
-**One classifier batch** (FixMatch's reference forwards ``cat(x, u_w, u_s)`` once): the labelled
-slices, the weak and the strong views go through the classifier together, in one call of the
-network (``SAMMix.forward(image, extra=views)``, through the DDP wrapper so that DDP prepares the
-gradient reduction), so batch norm normalises and updates its statistics with one batch per step.
-The prompts (GradCAM) and SAM then run on the labelled part only. When every segmentation weight is
-0 (a frozen, pretrained SAM: only the prompt path learns) the call runs the classifier alone
-(``classify_only=True``): a plain concatenation. Not in one batch: with the mask consistency term
-(``loss.seg_consistency > 0``) the strong view's target is the weak view's mask, so the weak and
-strong views run the whole network in turn after the labelled forward (three batches, as before);
-a network without classifier (U-Net, SAM-PP) has only the labelled forward (and the consistency one).
+**One classifier batch** (``one_classifier_batch``, off by default; FixMatch's reference forwards
+``cat(x, u_w, u_s)`` once): the labelled slices, the weak and the strong views go through the
+classifier together, in one call of the network (``SAMMix.forward(image, extra=views)``), so batch
+norm normalises and updates its statistics with one batch per step; the prompts (GradCAM) and SAM
+then run on the labelled part only. When every segmentation weight is 0 (a frozen, pretrained SAM:
+only the prompt path learns) the call runs the classifier alone (``classify_only=True``): a plain
+concatenation. Off by default because on the real-CT config the eval-mode running statistics of the
+one batch broke the gate (see ``TrainConfig.one_classifier_batch``). Off, and always with the mask
+consistency term (``loss.seg_consistency > 0``: the strong view's target is the weak view's mask,
+so the views run the whole network in turn), the classifier sees three batches per step: labelled,
+then weak + strong (classification only) or weak, then strong. A network without classifier (U-Net,
+SAM-PP) has only the labelled forward (and the consistency one). The labelled forward always goes
+through ``net`` (the DDP wrapper, if any), so that DDP prepares the gradient reduction of every
+parameter the step uses (the classifier-only mode used to call the bare classifier: no reduction).
 
-Class balance (``loss.balanced_cls``, default on): ``cls``, ``unlabelled_cls`` and ``pseudo_cls``
-are each class-balanced with weights from the known (or kept pseudo-) labels of their part of the
-batch: the labelled part (positives and known-empty slices), the weak and the strong view. Those
+Class balance (``loss.balanced_cls``, default on): ``cls`` and ``unlabelled_cls`` are each
+class-balanced with weights from the known labels of their part of the batch (the labelled part
+holds positives and known-empty slices); ``pseudo_cls`` too with ``loss.balanced_pseudo``. Those
 weights and every mean over a subset (:mod:`.losses`) are global over the ranks, so K processes
 compute the one-process loss; what stays per rank is the batch-norm statistics of a CPU run
 (``SyncBatchNorm``, used on CUDA, is CUDA-only in torch).
@@ -86,6 +90,7 @@ class SAMMixTrainer(SupervisedTrainer):
             global batch's random views, so K processes train like one (up to per-rank batch-norm
             statistics without ``SyncBatchNorm``, i.e. on CPU).
         resize_to_network: train at the network's input size (resize batches once, before augmenting).
+        one_classifier_batch: labelled slices and FixMatch views in one classifier batch (see above).
         train_handlers: handlers to attach (MONAI convention).
         non_blocking: asynchronous host-to-device copies.
         kwargs: further :class:`monai.engines.SupervisedTrainer` arguments.
@@ -110,6 +115,7 @@ class SAMMixTrainer(SupervisedTrainer):
         rank: int = 0,
         world_size: int = 1,
         resize_to_network: bool = True,
+        one_classifier_batch: bool = False,
         train_handlers: Sequence | None = None,
         non_blocking: bool = False,
         **kwargs: Any,
@@ -131,6 +137,7 @@ class SAMMixTrainer(SupervisedTrainer):
         self.rank = int(rank)
         self.world_size = int(world_size)
         self.resize_to_network = resize_to_network
+        self.one_classifier_batch = bool(one_classifier_batch)
         use_scaler = precision == "fp16" and torch.device(device).type == "cuda"
         self.grad_scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
         self.unlabelled_wait = 0.0  # seconds spent waiting for unlabelled batches (benchmarks)
@@ -188,7 +195,8 @@ class SAMMixTrainer(SupervisedTrainer):
         network has a classifier, an unlabelled classification term is on and the mask
         consistency term (whose strong target needs the weak view's mask first) is off."""
         loss: SAMMixLoss = self.loss_function
-        return (self.unlabelled_data_loader is not None and getattr(unwrap(self.network), "classifier", None) is not None
+        return (self.one_classifier_batch and self.unlabelled_data_loader is not None
+                and getattr(unwrap(self.network), "classifier", None) is not None
                 and loss.wants("unlabelled_cls", "pseudo_cls") and not loss.wants("seg_consistency"))
 
     def _fixmatch_views(self, engine: Engine, iteration: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -213,19 +221,25 @@ class SAMMixTrainer(SupervisedTrainer):
             terms["unlabelled_cls"] = masked_cross_entropy(weak_logits, label, loss.balanced_cls)
         if loss.wants("pseudo_cls"):
             terms["pseudo_cls"], terms["pseudo_mask_rate"] = fixmatch_loss(
-                weak_logits, strong_logits, loss.pseudo_threshold, label, loss.balanced_cls)
+                weak_logits, strong_logits, loss.pseudo_threshold, label, loss.balanced_pseudo)
         return terms
 
     def _unlabelled_terms(self, engine: Engine, iteration: int) -> dict[str, torch.Tensor]:
-        """The unlabelled step as its own forwards: with the mask consistency term (the strong view's
-        target is the weak view's mask, so the views run in turn), or for a network without classifier."""
+        """The unlabelled step as its own forwards (the labelled forward already ran): classification
+        only, the weak and strong views in one classifier batch of their own; with the mask consistency
+        term, the views through the whole network in turn (the strong view's target is the weak view's mask)."""
         loss: SAMMixLoss = self.loss_function
         net = self.network
         has_classifier = getattr(unwrap(net), "classifier", None) is not None
         want_known = has_classifier and loss.wants("unlabelled_cls")
         want_pseudo = has_classifier and loss.wants("pseudo_cls")
         if not loss.wants("seg_consistency"):
-            return {}
+            if not (want_known or want_pseudo):
+                return {}
+            views, label = self._fixmatch_views(engine, iteration)
+            # the bare module: DDP's reduction was prepared by the labelled forward through the wrapper,
+            # whose graph holds every classifier parameter (a second wrapper forward before one backward is not allowed)
+            return self._fixmatch_terms(unwrap(net)(views, classify_only=True)["class_logits"], label)
         image, label = self._unlabelled_image(engine)
         aug = self.augment
         with self._views():
@@ -252,7 +266,7 @@ class SAMMixTrainer(SupervisedTrainer):
                                                     loss.seg_consistency_threshold)
         if want_pseudo:
             terms["pseudo_cls"], terms["pseudo_mask_rate"] = fixmatch_loss(
-                weak_logits, strong_out["class_logits"], loss.pseudo_threshold, label, loss.balanced_cls)
+                weak_logits, strong_out["class_logits"], loss.pseudo_threshold, label, loss.balanced_pseudo)
         return terms
 
     def _iteration(self, engine: Engine, batchdata: dict[str, torch.Tensor]) -> dict[str, float]:
