@@ -96,6 +96,10 @@ def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, balanced: b
     labels = labels.long().to(logits.device)
     valid = labels >= 0
     weight = _class_weights(labels, valid, logits.shape[1], balanced)
+    if _world() <= 1:  # one process: the plain library mean (bit for bit the former loss; real-CT runs are that sensitive)
+        if not bool(valid.any()):
+            return logits.sum() * 0.0
+        return F.cross_entropy(logits.float(), labels, weight=weight if balanced else None, ignore_index=-1)
     num = F.cross_entropy(logits.float(), labels, weight=weight, ignore_index=-1, reduction="sum")
     return global_ratio(num, weight[labels[valid]].sum())
 
@@ -131,6 +135,8 @@ def fixmatch_loss(weak_logits: torch.Tensor, strong_logits: torch.Tensor, thresh
     n = torch.tensor(float(keep.numel()), device=ce.device)
     rate = global_sum(kept.sum()) / global_sum(n)  # the global share kept (the same on every rank)
     if not balanced:
+        if _world() <= 1:
+            return (ce * kept).mean(), kept.mean()
         return global_ratio((ce * kept).sum(), n), rate
     w = _class_weights(target, keep, strong_logits.shape[1], True)[target] * kept
     return global_ratio((ce * w).sum(), w.sum()) * rate, rate
@@ -221,9 +227,12 @@ class SAMMixLoss(nn.Module):
         terms: dict[str, torch.Tensor] = {}
         logits = out["mask_logits"].float() if self.wants("seg_dice", "seg_bce") else None
         if self.wants("seg_dice"):  # per-slice Dice, averaged over the liver slices (of every rank)
-            liver = (mask.flatten(1).amax(1) > 0).float()
-            per_slice = self.dice(logits, mask).flatten(1).mean(1)
-            terms["seg_dice"] = global_ratio((per_slice * liver).sum(), liver.sum())
+            liver = mask.flatten(1).amax(1) > 0
+            if _world() <= 1:  # the former one-process expression, bit for bit
+                terms["seg_dice"] = self.dice(logits[liver], mask[liver]).mean() if bool(liver.any()) else logits.sum() * 0.0
+            else:
+                per_slice = self.dice(logits, mask).flatten(1).mean(1)
+                terms["seg_dice"] = global_ratio((per_slice * liver.float()).sum(), liver.float().sum())
         if self.wants("seg_bce"):
             terms["seg_bce"] = F.binary_cross_entropy_with_logits(logits, mask)
         if self.wants("iou") and "iou_pred" in out and "all_mask_logits" in out:
