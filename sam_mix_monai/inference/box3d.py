@@ -8,10 +8,12 @@ display-convention axial slices the model sees (any header orientation).
 
 :func:`segment_box` (MedSAM / LiteMedSAM 3D procedure):
 
-1. one axial slice is prompted with the box's in-plane extent: of the box's middle slice and four
-   others around it (1/8 and 1/4 of the box's depth above and below), the one where the SAM predicts
-   the highest IoU (MedSAM starts at the middle slice; on ircadb_07 the liver's middle slice is far
-   from its largest cross-section, where the 3D box fits it best);
+1. one axial slice is prompted with the box's in-plane extent: of the box's middle slice and eight
+   others around it (1/16, 1/8, 3/16 and 1/4 of the box's depth above and below), the one where the
+   SAM predicts the highest IoU (MedSAM starts at the middle slice; on ircadb_07 the liver's middle
+   slice is far from its largest cross-section, where the 3D box fits it best: from the reference
+   box, 3D Dice 0.843 from the middle slice, 0.942 from the chosen one; with the box 10 px and 2
+   slices looser, five candidates chose slice 109 (0.911), nine choose 115 (0.942));
 2. each next slice, upwards and downwards, is prompted with the bounding box of the largest 2D
    component of the previous slice's mask plus ``margin`` pixels of the SAM input frame (MedSAM: 3),
    kept inside the user's box (MedSAM boxes the whole mask; see :func:`_mask_box` for why not);
@@ -148,7 +150,7 @@ def _mask_box(mask: np.ndarray, margin: float, limit: tuple[int, int, int, int])
 
 
 #: Offsets (shares of the box's depth) of the candidate start slices around the middle one.
-START_CANDIDATES = (0.0, -0.125, 0.125, -0.25, 0.25)
+START_CANDIDATES = (0.0, -0.0625, 0.0625, -0.125, 0.125, -0.1875, 0.1875, -0.25, 0.25)
 
 
 def _start_slice(sam: Any, slices: np.ndarray, user: tuple[int, int, int, int], middle: int) -> int:
@@ -183,8 +185,8 @@ def segment_box(
         batch_size: slices per encoder call.
         probabilities: also return the sigmoid of the logits.
         progress: a progress bar over slices.
-        pick_start: start from the candidate slice (the middle one and 1/8, 1/4 of the box's depth above
-            and below it) where the SAM predicts the highest IoU for the user's box, instead of the middle.
+        pick_start: start from the candidate slice (:data:`START_CANDIDATES`: the middle one and
+            1/16 to 1/4 of the box's depth above and below it) where the SAM predicts the highest IoU for the user's box, instead of the middle.
 
     Returns:
         The :class:`BoxResult` on the input grid.

@@ -30,6 +30,17 @@ def test_parse_and_check() -> None:
         check_box(Box3D((-1, 0, 0), (3, 3, 3)), (10, 10, 5), "v.nii")
 
 
+def test_next_prompt_boxes_the_largest_component() -> None:
+    from sam_mix_monai.inference.box3d import _mask_box
+
+    m = np.zeros((40, 50), bool)
+    m[10:20, 5:25] = True  # the organ
+    m[30:33, 40:44] = True  # a stray piece: must not widen the next slice's box
+    assert _mask_box(m, 2, (0, 0, 49, 39)) == (3, 8, 26, 21)
+    assert _mask_box(m, 2, (6, 9, 49, 39)) == (6, 9, 26, 21)  # kept inside the user's box
+    assert _mask_box(np.zeros((4, 4), bool), 2, (0, 0, 3, 3)) is None
+
+
 def _phantom_volume(flip: bool) -> MetaTensor:
     rng = np.random.default_rng(0)
     arr = rng.normal(-50, 20, (48, 40, 12)).astype(np.float32)
@@ -70,8 +81,10 @@ def test_reference_box_on_ircadb_07(ircadb_07: Path) -> None:
     mask = res.mask.copy()
     keep_largest_component(mask)
     dice = 2 * (mask.astype(bool) & ref).sum() / (mask.sum() + ref.sum())
+    print(f"ircadb_07 reference-box 3D Dice {dice:.4f}")
     assert dice >= DICE_FLOOR_IRCADB, dice
 
 
-#: Measured 0.866 after the 3D largest component (README "A 3D box prompt"); the floor sits a little under it.
-DICE_FLOOR_IRCADB = 0.85
+#: Measured 0.942 (0.9423 with and without the 3D largest component; README "A 3D box prompt"); the
+#: floor sits a little under it. Before the largest-2D-component box rule: 0.866.
+DICE_FLOOR_IRCADB = 0.93
