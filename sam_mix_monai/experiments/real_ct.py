@@ -180,7 +180,8 @@ def _cam_prompt_text(run_dir: Path) -> str:
         model = {}
     kind = {"box": "CAM box prompt", "mask": "CAM mask prompt"}.get(model.get("prompts", "box+mask"), "CAM box + mask prompt")
     refine = int(model.get("box_refine") or 0)
-    return kind + (f", box refined {refine}x from SAM's mask" if refine and "box" in kind else "")
+    clip = ", cut to the body" if model.get("box_clip_body") and "box" in kind else ""
+    return kind + clip + (f", box refined {refine}x from SAM's mask" if refine and "box" in kind else "")
 
 
 def _trained_row(label: str, run_dir: Path, image: Path, ref: np.ndarray, spacing: np.ndarray, out: Path,

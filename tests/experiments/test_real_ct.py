@@ -97,6 +97,7 @@ def test_zero_shot_lite_medsam_rows_on_three_slices():
 
 @pytest.mark.parametrize("model, expected", [
     ({"prompts": "box", "box_refine": 1}, "CAM box prompt, box refined 1x from SAM's mask"),
+    ({"prompts": "box", "box_refine": 1, "box_clip_body": True}, "CAM box prompt, cut to the body, box refined 1x from SAM's mask"),
     ({"prompts": "box+mask", "box_refine": 0}, "CAM box + mask prompt"),
     ({"prompts": "mask", "box_refine": 2}, "CAM mask prompt"),
 ])
