@@ -158,13 +158,19 @@ def infer_section(r: dict) -> list[str]:
     return lines + [""]
 
 
+def _load_end(r: dict) -> str:
+    """The 1-minute load average a record ends with, 2 decimals ('?' when not recorded)."""
+    load = r["meta"].get("load_average_end")
+    return f"{float(load[0]):.2f}" if load else "?"
+
+
 def lite_section(r: dict) -> list[str]:
     """LiteMedSAM encoder backends against the same-run GEMM peak; file in to mask against the naive loop."""
     peaks = r["meta"]["gemm_peak_gflops_per_s"]
     lines = ["## LiteMedSAM on CPU: encoder backends and a CT file in to mask (`make bench-infer`, `bench_lite.py`)", "",
              *_meta_lines(r["meta"]),
              f"Same-run references: `torch.mm` 2048² GEMM peak fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} "
-             f"GFLOP/s; load average at the end {r['meta'].get('load_average_end', ['?'])[0]}.", "",
+             f"GFLOP/s; load average at the end {_load_end(r)}.", "",
              "| encoder backend | dtype | batch | ms/slice | GFLOP/s | share of the GEMM peak (goal >= 40%) |",
              "|---|---|---|---|---|---|"]
     for e in r["encoder"]:

@@ -65,7 +65,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="autocast precision (bf16: faster on recent CPUs; fp16: CUDA only; default fp32)")
     p.add_argument("--fast", action="store_true",
                    help=f"fastest setting the checkpoint supports: fp16 autocast on CUDA, bf16 on CPU, "
-                        f"batch {FAST_BATCH_SIZE} (same weights and slice size)")
+                        f"batch {FAST_BATCH_SIZE}, a LiteMedSAM encoder through ONNX Runtime on CPU (same weights and slice size)")
     p.add_argument("--skip-existing", action="store_true", help="leave cases whose mask file exists alone")
     p.add_argument("--save-probabilities", action="store_true",
                    help="also write <case>_liver_probabilities.nii.gz (liver probability, 2 bytes per voxel)")

@@ -78,8 +78,10 @@ class Segmenter:
         window: HU window ``(centre, width)`` (default: the training store's, else 40, 400).
         precision: autocast precision ``fp32``, ``bf16`` or ``fp16`` (CUDA only).
         fast: the fastest configuration the checkpoint supports: autocast in ``fp16`` on CUDA or ``bf16``
-            on the CPU (``fp32`` on MPS), :data:`FAST_BATCH_SIZE` slices per pass, and SAM run only on
-            slices the classifier passes (always on). It changes no weight and no slice size.
+            on the CPU (``fp32`` on MPS), :data:`FAST_BATCH_SIZE` slices per pass, SAM run only on
+            slices the classifier passes (always on), and on the CPU a LiteMedSAM encoder run by ONNX
+            Runtime (:func:`~sam_mix_monai.networks.onnx_encoder.fast_cpu_encoder`; exported once per
+            ``Segmenter``). It changes no weight and no slice size.
         largest_component: keep only the largest 3D connected component.
         progress: progress bars over slices and cases.
 
@@ -115,6 +117,8 @@ class Segmenter:
             precision = {"cuda": "fp16", "cpu": "bf16"}.get(self.device.type, "fp32")
         if precision == "fp16" and self.device.type != "cuda":
             raise InputError(None, "--precision fp16 needs CUDA (use bf16 on CPU)")
+        self.fast = bool(fast)
+        self.precision = precision
         settings: dict[str, Any] = {}
         network = None
         if checkpoint is not None:
@@ -123,11 +127,14 @@ class Segmenter:
             settings.setdefault("image_size", cfg.image_size)
         elif bundle is not None:
             network, settings = load_bundle(bundle, self.device)
-        self.fast = bool(fast)
-        self.precision = precision
+
         self.largest_component = bool(largest_component)
         self.predictor = None if network is None else SlicePredictor(network, device=self.device, precision=precision)
         self._box_sam: Any = None
+        #: the SAM image encoder's backend: ``onnxruntime`` (``fast`` on the CPU, LiteMedSAM) or ``torch``
+        self.encoder_backend = "torch"
+        if self.fast and self.predictor is not None and self.predictor.sam_mix is not None:
+            self._speed_up(self.predictor.sam_mix.sam)
         batch = batch_size or settings.get("batch_size") or (FAST_BATCH_SIZE if fast else _DEFAULT_BATCH)
         if fast and batch_size is None:
             batch = max(int(batch), FAST_BATCH_SIZE)
@@ -150,12 +157,22 @@ class Segmenter:
                 from sam_mix_monai.inference.box3d import pretrained_box_sam
 
                 self._box_sam = pretrained_box_sam(self.device)
+                if self.fast:
+                    self._speed_up(self._box_sam)
             elif self.predictor.sam_mix is not None:
                 self._box_sam = self.predictor.sam_mix.sam.eval()
             else:
                 raise InputError(None, "--box needs a SAM: this model has no SAM branch (give a SAM-Mix checkpoint, "
                                        "or no checkpoint for the pretrained LiteMedSAM)")
         return self._box_sam
+
+    def _speed_up(self, sam: Any) -> None:
+        """``fast``: swap a LiteMedSAM encoder for its ONNX Runtime export on the CPU."""
+        from sam_mix_monai.networks.onnx_encoder import fast_cpu_encoder
+
+        if fast_cpu_encoder(sam, self.device):
+            self.encoder_backend = "onnxruntime"
+            logger.info("--fast: LiteMedSAM image encoder exported to ONNX Runtime (CPU)")
 
     def _prompt(self, box: Any) -> tuple[Any, Any]:
         """``(box, sam)`` for the runner: a parsed box and its SAM, or ``(None, None)`` without a box."""

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["OnnxEncoder", "use_onnx_encoder"]
+__all__ = ["OnnxEncoder", "fast_cpu_encoder", "use_onnx_encoder"]
 
 
 class OnnxEncoder(nn.Module):
@@ -71,3 +71,18 @@ def use_onnx_encoder(sam: nn.Module, batch: int = 8, threads: int | None = None)
         raise ValueError("the ONNX encoder is for inference: put the SAM in eval mode first")
     sam.image_encoder = OnnxEncoder(sam.image_encoder, batch, threads)
     return sam
+
+
+def fast_cpu_encoder(sam: nn.Module, device: torch.device | str) -> bool:
+    """Run a frozen LiteMedSAM encoder on the CPU through ONNX Runtime (``--fast``); ``True`` when swapped.
+
+    Only the TinyViT of LiteMedSAM is swapped: there ONNX Runtime is the fastest CPU backend measured
+    (``benchmarks/bench_lite.py``: 388 vs 1235 ms/slice eager fp32 and 587 ms bf16 autocast, batch 1, 2 threads;
+    batch 1 beats batch 8), and its export takes seconds. ViT-B/L/H encoders and GPUs keep PyTorch.
+    """
+    from sam_mix_monai.networks.lite_medsam import LiteImageEncoder
+
+    if torch.device(device).type != "cpu" or not isinstance(sam.image_encoder, LiteImageEncoder):
+        return False
+    use_onnx_encoder(sam.eval(), batch=1)
+    return True

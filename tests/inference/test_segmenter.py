@@ -73,3 +73,13 @@ def test_import_is_lazy() -> None:
     code = "import sys, sam_mix_monai; print('torch' in sys.modules, 'monai' in sys.modules)"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.stdout.split() == ["False", "False"], res.stderr
+
+
+def test_fast_box_sam_runs_lite_medsam_through_onnx_runtime_on_cpu() -> None:
+    from sam_mix_monai.networks.onnx_encoder import OnnxEncoder
+
+    plain = sam_mix_monai.Segmenter(device="cpu")
+    assert not isinstance(plain.box_sam.image_encoder, OnnxEncoder) and plain.encoder_backend == "torch"
+    fast = sam_mix_monai.Segmenter(device="cpu", fast=True)
+    assert isinstance(fast.box_sam.image_encoder, OnnxEncoder) and fast.encoder_backend == "onnxruntime"
+    assert fast.precision == "bf16"  # the decoder still runs under bf16 autocast on the CPU

@@ -156,5 +156,6 @@ def test_zero_shot_gt_box_3d_dice_on_ircadb_07(ircadb_display) -> None:
         for z, prep in zip(chunk, preps):
             pred[z] = predict_box_mask(sam, prep, _tight_box(liver[z])).mask
     dice = 2 * (pred & liver).sum() / (pred.sum() + liver.sum())
+    print(f"zero-shot GT-box 3D Dice on ircadb_07: {dice:.4f}")  # shown with -s: the figure the README quotes
     assert len(zs) == 98
     assert dice >= 0.90, f"3D Dice {dice:.4f}"
