@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sam_mix_monai.data.converter import convert, write_store_preview
 from sam_mix_monai.data.layouts import FORMATS
-from sam_mix_monai.data.splits import parse_split
+from sam_mix_monai.data.splits import parse_slab, parse_split
 from sam_mix_monai.transforms import DEFAULT_KEEP_RATE, DEFAULT_WINDOW, SlicingConfig
 from sam_mix_monai.utils.atomic import output_folder
 from sam_mix_monai.utils.errors import InputError
@@ -33,6 +33,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="HU window (default %(default)s)")
     p.add_argument("--split", default="train=0.7,val=0.1,test=0.2", help="case split fractions (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the case split (default %(default)s)")
+    p.add_argument("--dev-slab", default=None, metavar="START:STOP",
+                   help="cut slices START..STOP-1 of every case into a case of their own in the val split, for "
+                        "development on a training patient (e.g. one 3D-IRCADb patient)")
+    p.add_argument("--slab-gap", type=int, default=2, metavar="N",
+                   help="with --dev-slab: slices on each side of the slab kept out of both parts (default %(default)s)")
     p.add_argument("--workers", type=int, default=None, help="parallel processes (default: CPUs, at most 4)")
     p.add_argument("--preview", action="store_true", help="also write OUTPUT.preview.png: random liver slices with their masks")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -47,9 +52,12 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         err = e.errors()[0] if hasattr(e, "errors") else {"loc": ("?",), "msg": str(e)}
         raise InputError(None, f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
+    if args.slab_gap < 0:
+        raise InputError(None, f"--slab-gap: must be >= 0, got {args.slab_gap}")
+    slab = parse_slab(args.dev_slab) if args.dev_slab else None
     with output_folder(Path(args.output).parent):  # removed again when the run leaves nothing in it
         summary = convert(args.input, args.output, args.format, cfg, parse_split(args.split), args.seed,
-                          args.workers, progress=not args.no_progress)
+                          args.workers, progress=not args.no_progress, dev_slab=slab, slab_gap=args.slab_gap)
         if args.preview:
             try:
                 png = write_store_preview(summary.output, str(summary.output) + ".preview.png")

@@ -32,7 +32,7 @@ from sam_mix_monai.data.io import (
 )
 from sam_mix_monai.data.ircadb import read_ircadb_image, read_ircadb_liver
 from sam_mix_monai.data.layouts import CaseFiles, find_cases
-from sam_mix_monai.data.splits import DEFAULT_SPLIT, assign_splits
+from sam_mix_monai.data.splits import DEFAULT_SPLIT, assign_splits, split_slab
 from sam_mix_monai.transforms import SlicingConfig, volume_to_slices_transform
 from sam_mix_monai.utils.atomic import atomic_output, clean_stale_parts, ensure_free_space
 from sam_mix_monai.utils.boundary import stage
@@ -127,6 +127,8 @@ def convert(
     seed: int = 0,
     workers: int | None = None,
     progress: bool = True,
+    dev_slab: tuple[int, int] | None = None,
+    slab_gap: int = 2,
 ) -> ConversionSummary:
     """Convert a LiTS, TotalSegmentator or 3D-IRCADb folder into an HDF5 slice store.
 
@@ -139,6 +141,9 @@ def convert(
         seed: seed of the case split.
         workers: parallel worker processes (default: CPU count, at most 4).
         progress: show a progress bar.
+        dev_slab: ``(start, stop)`` slice indices cut out of every case into a case of its own in the
+            ``val`` split (development on the training patient: :func:`~.splits.split_slab`).
+        slab_gap: slices on each side of the slab stored in neither part.
 
     Returns:
         The per-split counts.
@@ -159,16 +164,22 @@ def convert(
     summary = ConversionSummary(output=output)
     attrs = {**cfg.model_dump(), "source_format": fmt, "split_seed": seed,
              "split_fractions": ",".join(f"{k}={v:g}" for k, v in split.items())}
+    if dev_slab is not None:
+        attrs["dev_slab"] = f"{dev_slab[0]}:{dev_slab[1]} gap {slab_gap} -> val"
     with atomic_output(output) as tmp:
         with SliceStoreWriter(tmp, cfg.image_size, attrs) as writer:
             bar = tqdm(total=len(cases), desc="convert", unit="case", disable=not progress)
             for res in _results(cases, cfg, workers, fmt):
-                sp = assignment[res.case_id]
                 ensure_free_space(tmp.parent, res.image.size * 3 + len(res.label) * 96 + (64 << 10), output)
-                writer.append(res, sp)
-                summary.cases[sp] += 1
-                summary.slices[sp] += len(res.label)
-                summary.positive[sp] += int(res.label.sum())
+                parts = [(res, assignment[res.case_id])]
+                if dev_slab is not None:
+                    rest, slab = split_slab(res, *dev_slab, gap=slab_gap)
+                    parts = [(rest, assignment[res.case_id]), (slab, "val")]
+                for part, sp in parts:
+                    writer.append(part, sp)
+                    summary.cases[sp] += 1
+                    summary.slices[sp] += len(part.label)
+                    summary.positive[sp] += int(part.label.sum())
                 bar.update(1)
             bar.close()
     summary.seconds = time.perf_counter() - t0

@@ -1,4 +1,4 @@
-"""Case-level train/val/test splits (never by slice, so no case leaks across splits).
+"""Case-level train/val/test splits (never by slice, so no case leaks across splits), and a development slab.
 
 Example:
     >>> parse_split("train=0.7,val=0.1,test=0.2")
@@ -9,9 +9,11 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
-from sam_mix_monai.data.h5store import SPLIT_NAMES
+from sam_mix_monai.data.h5store import SPLIT_NAMES, CaseSlices
 from sam_mix_monai.utils.errors import InputError
 
 DEFAULT_SPLIT = {"train": 0.7, "val": 0.1, "test": 0.2}
@@ -74,3 +76,51 @@ def assign_splits(case_ids: list[str], fractions: dict[str, float], seed: int = 
             out[case_ids[k]] = name
         start += c
     return out
+
+
+def parse_slab(text: str) -> tuple[int, int]:
+    """Parse ``"START:STOP"`` (slice indices, STOP excluded) of a development slab.
+
+    Raises:
+        InputError: not two integers with ``0 <= START < STOP``.
+    """
+    start, sep, stop = text.partition(":")
+    try:
+        a, b = int(start), int(stop)
+    except ValueError:
+        a = b = -1
+    if not sep or a < 0 or b <= a:
+        raise InputError(None, f"--dev-slab: bad value {text!r} (expected START:STOP slice indices, 0 <= START < STOP)")
+    return a, b
+
+
+def split_slab(case: CaseSlices, start: int, stop: int, gap: int = 0) -> tuple[CaseSlices, CaseSlices]:
+    """Cut a slab of slices out of a case, for development on the same patient.
+
+    A case with one patient cannot be split by case; a contiguous slab can. The slab becomes its own case
+    (``<id>_slab<START>-<STOP>``), the rest keeps the case id; ``gap`` slices on each side of the slab go to
+    neither, so the training part holds no direct neighbour of a development slice.
+
+    Args:
+        case: the slices of one case.
+        start, stop: slab bounds in the case's ``slice_index`` (``stop`` excluded).
+        gap: slices dropped on each side.
+
+    Returns:
+        (the rest, the slab).
+
+    Raises:
+        InputError: the slab holds no slice of the case, or nothing would be left to train on.
+    """
+    z = np.asarray(case.slice_index)
+    in_slab = (z >= start) & (z < stop)
+    rest = (z < start - gap) | (z >= stop + gap)
+    if not in_slab.any() or not rest.any():
+        raise InputError(case.source, f"--dev-slab {start}:{stop}: case {case.case_id} has slices "
+                         f"{int(z.min())}..{int(z.max())}; the slab must hold some of them and leave others")
+
+    def part(keep: np.ndarray, case_id: str) -> CaseSlices:
+        return replace(case, case_id=case_id, image=case.image[keep], mask=case.mask[keep], label=case.label[keep],
+                       slice_index=z[keep])
+
+    return part(rest, case.case_id), part(in_slab, f"{case.case_id}_slab{start}-{stop}")

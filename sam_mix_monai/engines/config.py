@@ -149,6 +149,8 @@ class LossConfig(_Strict):
         pseudo_threshold: confidence a pseudo-label needs to count.
         seg_consistency: BCE of the strong view's mask against the weak view's (geometry-aware).
         seg_consistency_threshold: pixel confidence a pseudo-mask pixel needs to count.
+        cam_mask: CAM localisation on the labelled masks (``losses.cam_mask_loss``; not in the paper,
+            0 = off): the classifier learns where the liver is, not only whether it is there.
     """
 
     seg_dice: float = Field(1.0, ge=0.0)
@@ -162,6 +164,7 @@ class LossConfig(_Strict):
     pseudo_threshold: float = Field(0.7, ge=0.0, le=1.0)
     seg_consistency: float = Field(0.0, ge=0.0)
     seg_consistency_threshold: float = Field(0.9, ge=0.5, le=1.0)
+    cam_mask: float = Field(0.0, ge=0.0)
 
 
 class AugmentConfig(_Strict):

@@ -16,6 +16,9 @@ term                definition
                     else against the weak view's confident argmax (pseudo-labels only where withheld);
                     optionally balanced (over the kept targets, scaled by the kept share)
 ``seg_consistency`` BCE of the strong view's mask against the weak view's confident pixels
+``cam_mask``        CAM localisation (not in the paper): ``-log`` of the share of the spatial softmax of
+                    the classifier's liver map (:meth:`~sam_mix_monai.networks.SAMMix.liver_map`) that
+                    falls inside the liver, labelled slices with liver (:func:`cam_mask_loss`)
 ==================  =====================================================================
 
 Means over a subset of the batch (Dice over liver slices, CE over known labels, class weights,
@@ -36,7 +39,7 @@ from monai.losses import DiceLoss
 from monai.metrics import compute_iou
 from torch import nn
 
-__all__ = ["SAMMixLoss", "masked_cross_entropy", "fixmatch_loss", "consistency_loss", "mask_iou", "global_sum",
+__all__ = ["SAMMixLoss", "cam_mask_loss", "masked_cross_entropy", "fixmatch_loss", "consistency_loss", "mask_iou", "global_sum",
            "global_ratio"]
 
 TERMS = ("seg_dice", "seg_bce", "iou", "cls", "unlabelled_cls", "pseudo_cls", "seg_consistency")
@@ -160,6 +163,35 @@ def consistency_loss(strong_logits: torch.Tensor, target_prob: torch.Tensor, val
     return (bce * keep).mean()
 
 
+def cam_mask_loss(liver_map: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over liver slices of ``-log`` (share of the liver map's spatial softmax inside the liver).
+
+    The image-level labels alone let a classifier trained on one patient find its liver slices by any
+    anatomy that changes with height (measured: on ircadb_07 its CAM peak sat on the body wall). The
+    labelled slices' masks say where the liver is; this term puts the CAM's mass there without touching
+    the image logit (a softmax over cells does not depend on their mean). A per-cell BCE against the
+    liver share of each cell was tried instead and did worse on the ircadb_07 development slab (its CAM
+    shrank to the liver's centre: slice2d Dice 0.18 against 0.61 after 8 epochs).
+
+    Args:
+        liver_map: (B, 1, h, w) per-cell liver logits.
+        mask: (B, 1, H, W) binary reference masks, ``H``, ``W`` multiples of ``h``, ``w``.
+
+    Returns:
+        Scalar loss (0 with a graph when no slice holds liver); global over ranks under DDP.
+    """
+    h, w = liver_map.shape[-2:]
+    share = F.avg_pool2d(mask.float(), (mask.shape[-2] // h, mask.shape[-1] // w))  # liver share of each cell
+    liver = share.flatten(1).amax(1) > 0
+    logp = torch.log_softmax(liver_map.float().flatten(1), dim=1)
+    # log of sum_i p_i * share_i, stably; cells without liver drop out (log 0 = -inf)
+    inside = torch.logsumexp(logp + torch.log(share.flatten(1).clamp_min(1e-12)), dim=1)
+    per_slice = -inside * liver.float()
+    if _world() <= 1:
+        return per_slice.sum() / liver.float().sum().clamp_min(1.0)
+    return global_ratio(per_slice.sum(), liver.float().sum())
+
+
 def mask_iou(mask_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """IoU of each binarised mask (``logit > 0``) with the target: (B, M, H, W), (B, 1, H, W) -> (B, M).
 
@@ -180,6 +212,7 @@ class SAMMixLoss(nn.Module):
         seg_consistency_threshold: pixel confidence of the consistency target.
         balanced_cls: class-balanced ``cls`` and ``unlabelled_cls`` (:func:`masked_cross_entropy`).
         balanced_pseudo: class-balanced ``pseudo_cls`` (:func:`fixmatch_loss`).
+        cam_mask: weight of the CAM localisation term (:func:`cam_mask_loss`; 0: off, the paper).
     """
 
     def __init__(
@@ -195,12 +228,13 @@ class SAMMixLoss(nn.Module):
         seg_consistency_threshold: float = 0.9,
         balanced_cls: bool = True,
         balanced_pseudo: bool = False,
+        cam_mask: float = 0.0,
     ) -> None:
         super().__init__()
         self.weights = {
             "seg_dice": float(seg_dice), "seg_bce": float(seg_bce), "iou": float(iou), "cls": float(cls),
             "unlabelled_cls": float(unlabelled_cls), "pseudo_cls": float(pseudo_cls),
-            "seg_consistency": float(seg_consistency),
+            "seg_consistency": float(seg_consistency), "cam_mask": float(cam_mask),
         }
         self.pseudo_threshold = float(pseudo_threshold)
         self.seg_consistency_threshold = float(seg_consistency_threshold)
@@ -222,7 +256,7 @@ class SAMMixLoss(nn.Module):
             label: (B,) image labels (-1: unknown).
 
         Returns:
-            The unweighted terms that apply (``seg_dice``, ``seg_bce``, ``iou``, ``cls``).
+            The unweighted terms that apply (``seg_dice``, ``seg_bce``, ``iou``, ``cls``, ``cam_mask``).
         """
         terms: dict[str, torch.Tensor] = {}
         logits = out["mask_logits"].float() if self.wants("seg_dice", "seg_bce") else None
@@ -239,6 +273,8 @@ class SAMMixLoss(nn.Module):
             terms["iou"] = F.mse_loss(out["iou_pred"].float(), mask_iou(out["all_mask_logits"], mask))
         if self.wants("cls") and "class_logits" in out:
             terms["cls"] = masked_cross_entropy(out["class_logits"], label, self.balanced_cls)
+        if self.wants("cam_mask") and "liver_map" in out:
+            terms["cam_mask"] = cam_mask_loss(out["liver_map"], mask)
         return terms
 
     def total(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:

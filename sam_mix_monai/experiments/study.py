@@ -130,6 +130,10 @@ def config_differences(expected: ExperimentConfig, run_dir: Path) -> list[str]:
         stored = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError):
         return ["config.yaml (unreadable)"]
+    try:  # through the current schema: a key added since, at its default, is no difference
+        stored = ExperimentConfig.model_validate(stored).model_dump(mode="json")
+    except ValueError:  # a key removed or renamed since: compare as stored
+        pass
     a, b = _flat_dict(expected.model_dump(mode="json")), _flat_dict(stored)
     keep = lambda k: not any(k == i or k.startswith(i + ".") for i in _IGNORED)  # noqa: E731
     return sorted(k for k in set(a) | set(b) if keep(k) and a.get(k) != b.get(k))

@@ -43,7 +43,7 @@ __all__ = ["ModelConfig", "build_model", "MODEL_REGISTRY", "register_model", "PR
 #: Model settings that change how SAM-Mix prompts SAM but not its weights: a loaded checkpoint may
 #: override them (``sam-mix evaluate --set model.KEY=VALUE``).
 PROMPT_KEYS = ("cam_threshold", "cls_threshold", "cam_component", "box_refine", "box_margin", "fallback_box_fraction",
-               "skip_gated", "box_clip_body")
+               "skip_gated", "box_clip_body", "cam_inside_body")
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +75,7 @@ class ModelConfig(BaseModel):
             masks, less compute; :meth:`.sam_mix.SAMMix.forward`).
         box_margin: pixels (SAM input) added around a refined box.
         box_clip_body: intersect the CAM box with the body's bounding box (pixels above ~-150 HU).
+        cam_inside_body: zero the CAM on cells mostly outside the body before its threshold and component.
         fallback_box_fraction: side fraction of the central box used when the CAM mask is empty.
         prompts: ``box+mask`` (SAM-Mix), ``box`` or ``mask`` (ablations).
         lora_rank, lora_alpha: LoRA on the encoder's q and v.
@@ -106,6 +107,7 @@ class ModelConfig(BaseModel):
     box_refine: int = Field(0, ge=0, le=5)
     skip_gated: bool = False
     box_clip_body: bool = False
+    cam_inside_body: bool = False
     box_margin: float = Field(3.0, ge=0.0)
     fallback_box_fraction: float = Field(0.5, gt=0.0, le=1.0)
     prompts: Literal["box+mask", "box", "mask"] = "box+mask"
@@ -196,6 +198,7 @@ def _build_sam_mix(cfg: ModelConfig, load_pretrained: bool) -> nn.Module:
         box_margin=cfg.box_margin,
         skip_gated=cfg.skip_gated,
         box_clip_body=cfg.box_clip_body,
+        cam_inside_body=cfg.cam_inside_body,
     )
 
 

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from segment_anything.modeling import Sam
 from torch import nn
 
-from sam_mix_monai.networks.cam import cam_prompts, clip_boxes_to_body, closed_form_gradcam, mask_to_box
+from sam_mix_monai.networks.cam import cam_prompts, clip_boxes_to_body, closed_form_gradcam, mask_cam_to_body, mask_to_box
 from sam_mix_monai.networks.classifier import LIVER, ResNet38, liver_probability
 from sam_mix_monai.networks.decoding import sam_decode, sam_encode, sam_forward
 from sam_mix_monai.networks.single_output import GATED_LOGIT
@@ -49,7 +49,7 @@ from sam_mix_monai.networks.single_output import GATED_LOGIT
 __all__ = ["SAMMix"]
 
 #: Prompt-stage entries :meth:`SAMMix.forward` returns (besides SAM's), in this order.
-_PROMPT_OUTPUTS = ("class_logits", "liver_prob", "liver_present", "cam", "cam_mask", "boxes", "box_fallback")
+_PROMPT_OUTPUTS = ("class_logits", "liver_map", "liver_prob", "liver_present", "cam", "cam_mask", "boxes", "box_fallback")
 
 
 class SAMMix(nn.Module):
@@ -72,6 +72,7 @@ class SAMMix(nn.Module):
             mask is empty keeps the previous box.
         box_margin: pixels added on each side of a refined box (MedSAM's 3D inference uses 3).
         box_clip_body: intersect the CAM box with the body's bounding box (:func:`.cam.clip_boxes_to_body`).
+        cam_inside_body: zero the CAM outside the body before its threshold (:func:`.cam.mask_cam_to_body`).
         skip_gated: in eval mode (not tracing / exporting), run SAM only on the slices that pass the
             classifier gate; the others get an empty prediction (see :meth:`forward`).
     """
@@ -91,6 +92,7 @@ class SAMMix(nn.Module):
         box_margin: float = 3.0,
         skip_gated: bool = False,
         box_clip_body: bool = False,
+        cam_inside_body: bool = False,
     ) -> None:
         super().__init__()
         if not (use_box or use_mask):
@@ -108,6 +110,7 @@ class SAMMix(nn.Module):
         self.box_margin = float(box_margin)
         self.skip_gated = bool(skip_gated)
         self.box_clip_body = bool(box_clip_body)
+        self.cam_inside_body = bool(cam_inside_body)
 
     @property
     def image_size(self) -> int:
@@ -127,6 +130,7 @@ class SAMMix(nn.Module):
             dict of tensors, all at the SAM input size ``S = image_size``:
 
             - ``image`` (B, 1, S, S): the (resized) input, what :meth:`segment` takes;
+            - ``liver_map`` (B, 1, h, w): :meth:`liver_map` of the classifier's feature map (with gradients);
             - ``class_logits`` (B, 2) (index 1 = liver), ``liver_prob`` (B,) float32,
               ``liver_present`` (B,) bool (``liver_prob >= cls_threshold``);
             - ``cam`` (B, 1, S, S) min-max normalised GradCAM of the liver class;
@@ -141,6 +145,15 @@ class SAMMix(nn.Module):
         class_logits, feats = self.classifier(x)
         return self._prompts(x, class_logits, feats)
 
+    def liver_map(self, feats: torch.Tensor) -> torch.Tensor:
+        """(B, 1, h, w) the liver logit of the linear head on every cell of the feature map, with gradients.
+
+        Its spatial mean plus the bias is the liver logit, and its ReLU is the (unnormalised) GradCAM,
+        so a loss on where it is high (``loss.cam_mask``) teaches the classifier where the liver is.
+        """
+        w = self.classifier.fc.weight[LIVER].to(feats.dtype)
+        return torch.einsum("bkhw,k->bhw", feats, w).unsqueeze(1)
+
     def _resize_input(self, image: torch.Tensor) -> torch.Tensor:
         """``image`` resized (bilinear) to the SAM input size (unchanged when it is already)."""
         s = self.image_size
@@ -153,6 +166,8 @@ class SAMMix(nn.Module):
         s = self.image_size
         with torch.no_grad():
             cam = closed_form_gradcam(feats.detach(), self.classifier.fc.weight.detach(), LIVER)
+            if self.cam_inside_body:
+                cam = mask_cam_to_body(cam, x)
             prompts = cam_prompts(cam, (s, s), self.cam_threshold, self.lcc_iterations, self.fallback_fraction,
                                   self.cam_component)
             # Area downsampling (average pooling) of the binary CAM mask to SAM's mask-input grid
@@ -162,6 +177,7 @@ class SAMMix(nn.Module):
         liver_prob = liver_probability(class_logits)
         return {
             "image": x,
+            "liver_map": self.liver_map(feats),
             "class_logits": class_logits,
             "liver_prob": liver_prob,
             "liver_present": liver_prob >= self.cls_threshold,
@@ -280,7 +296,7 @@ class SAMMix(nn.Module):
             b = x.shape[0]
             extra_out = {} if extra is None else {"extra_class_logits": logits[b:]}
             if classify_only:
-                return {"class_logits": logits[:b], **extra_out}
+                return {"class_logits": logits[:b], "liver_map": self.liver_map(feats[:b]), **extra_out}
             prompts = self._prompts(x, logits[:b], feats[:b])
         present = prompts["liver_present"]
         static = not self.skip_gated or self.training or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()

@@ -149,3 +149,23 @@ def test_empty_folder_and_unwritable_output(tmp_path, capsys, lits_dir):
     assert code == 2 and "blocker" in cap.err and len(cap.err.strip().splitlines()) == 1
     code, cap = _run(capsys, "--format", "lits", "--input", lits_dir, "--output", tmp_path / "o.h5", "--keep-rate", "2")
     assert code == 2 and "--keep-rate" in cap.err
+
+
+def test_dev_slab_becomes_a_val_case_and_training_loses_its_neighbours(tmp_path, lits_dir, capsys):
+    out = tmp_path / "s.h5"
+    code, cap = _run(capsys, "--format", "lits", "--input", lits_dir, "--output", out, "--keep-rate", "all",
+                     "--image-size", "32", "--split", "train=1", "--dev-slab", "8:14", "--slab-gap", "1")
+    assert code == 0, cap.err
+    with h5py.File(out) as f:
+        ids, z, split = f["case_id"].asstr()[()], f["slice_index"][()], f["split"][()]
+        slab = ids == "volume-0_slab8-14"
+        assert z[slab].tolist() == list(range(8, 14)) and set(split[slab].tolist()) == {1}  # val
+        rest = ids == "volume-0"
+        assert not np.isin(z[rest], range(7, 15)).any() and len(z[rest]) == 24 - 8
+        slabs = np.char.endswith(ids.astype(str), "_slab8-14")
+        assert set(split[slabs].tolist()) == {1} and set(split[~slabs].tolist()) == {0}
+        assert f["cases/n_rows"][()].tolist() == [16, 6] * 3
+        assert f.attrs["dev_slab"] == "8:14 gap 1 -> val"
+    code, cap = _run(capsys, "--format", "lits", "--input", lits_dir, "--output", tmp_path / "bad.h5", "--dev-slab", "9")
+    assert code == 2 and "--dev-slab" in cap.err and len(cap.err.strip().splitlines()) == 1
+    assert not (tmp_path / "bad.h5").exists()

@@ -159,3 +159,26 @@ def test_masked_means_and_class_weights_are_global_over_ranks(tmp_path):
     for key, g in one_grads.items():
         for r in ranks:
             torch.testing.assert_close(r["grads"][key], g, rtol=1e-5, atol=1e-7, msg=key)
+
+
+def test_cam_mask_loss_rewards_mass_inside_the_liver_and_skips_empty_slices():
+    from sam_mix_monai.engines.losses import cam_mask_loss
+
+    mask = torch.zeros(3, 1, 8, 8)
+    mask[0, :, :4, :4] = 1  # liver in the top-left quarter (cells 0..1 of a 4x4 map)
+    mask[1, :, :4, :4] = 1
+    inside, outside = torch.zeros(3, 1, 4, 4), torch.zeros(3, 1, 4, 4)
+    inside[:, :, :2, :2] = 5.0
+    outside[:, :, 2:, 2:] = 5.0
+    lo, hi = cam_mask_loss(inside, mask), cam_mask_loss(outside, mask)
+    assert 0 <= float(lo) < 0.05 < 4.0 < float(hi)  # -log(4e^5 / (4e^5 + 12)) = 0.020; -log(4 / (4e^5 + 12)) = 5.02
+    # a flat map puts 4 of 16 cells inside: -log(1/4)
+    assert abs(float(cam_mask_loss(torch.zeros(3, 1, 4, 4), mask)) - float(torch.log(torch.tensor(4.0)))) < 1e-5
+    # the map's mean does not matter (the image logit is left to the cls term)
+    assert abs(float(cam_mask_loss(inside + 3.0, mask)) - float(lo)) < 1e-5
+    # slice 2 (no liver) does not count; no liver at all gives 0 with a graph
+    z = torch.zeros(1, 1, 4, 4, requires_grad=True)
+    out = cam_mask_loss(z, torch.zeros(1, 1, 8, 8))
+    out.backward()
+    assert float(out) == 0.0 and z.grad is not None
+    assert SAMMixLoss(cam_mask=1.0).wants("cam_mask") and not SAMMixLoss().wants("cam_mask")

@@ -180,6 +180,14 @@ def test_aggregate_flags_runs_with_another_config(tmp_path):
     stored["train"]["epochs"] = 9
     (cells[0].run_dir / "config.yaml").write_text(yaml.safe_dump(stored))
     assert config_differences(cfg, cells[0].run_dir) == ["train.epochs"]
+    del stored["loss"]["cam_mask"]  # a key added since the run, at its default: no difference
+    (cells[0].run_dir / "config.yaml").write_text(yaml.safe_dump(stored))
+    assert config_differences(cfg, cells[0].run_dir) == ["train.epochs"]
+    stored["loss"]["cam_mask"] = 1.0
+    (cells[0].run_dir / "config.yaml").write_text(yaml.safe_dump(stored))
+    assert config_differences(cfg, cells[0].run_dir) == ["loss.cam_mask", "train.epochs"]
+    stored["loss"]["cam_mask"] = 0.0
+    (cells[0].run_dir / "config.yaml").write_text(yaml.safe_dump(stored))
     report = aggregate(study, cells)
     assert [o.cell.name for o in report.stale] == ["SAM-Mix-5/seed0"]
     assert "SAM-Mix-5/seed0 (train.epochs)" in report.files["md"].read_text()

@@ -243,3 +243,15 @@ def test_clip_boxes_to_body_cuts_the_air_out_and_keeps_disjoint_boxes():
     out = clip_boxes_to_body(boxes, image)
     assert out[0].tolist() == [20.0, 10.0, 40.0, 30.0]
     assert out[1].tolist() == boxes[1].tolist() and out[2].tolist() == boxes[2].tolist()
+
+
+def test_mask_cam_to_body_zeroes_cells_mostly_in_the_air():
+    from sam_mix_monai.networks.cam import mask_cam_to_body
+
+    image = torch.zeros(1, 1, 32, 32)
+    image[..., 8:32, 0:20] = 0.5  # body: cells (stride 8) rows 1..3, columns 0..1 fully, column 2 half
+    cam = torch.ones(1, 1, 4, 4)
+    out = mask_cam_to_body(cam, image)
+    expect = torch.zeros(4, 4)
+    expect[1:, 0:3] = 1.0  # column 2 is half body (x 16..19 of 16..23): kept at >= 0.5
+    assert torch.equal(out[0, 0], expect)

@@ -243,4 +243,26 @@ def test_extra_slices_share_one_classifier_batch() -> None:
         torch.testing.assert_close(a, b, msg=name)  # running statistics: those of the one batch
     assert out["mask_logits"].shape == (2, 1, 64, 64) and out["boxes"].shape == (2, 4)
     alone = net(x, extra=extra, classify_only=True)  # the prompt path alone (frozen SAM): no prompts, no SAM
-    assert set(alone) == {"class_logits", "extra_class_logits"} and calls == [6, 6] and sam_calls == [2]
+    assert set(alone) == {"class_logits", "liver_map", "extra_class_logits"} and calls == [6, 6] and sam_calls == [2]
+
+
+def test_cam_inside_body_moves_the_peak_off_the_air() -> None:
+    from sam_mix_monai.networks.registry import PROMPT_KEYS
+
+    assert "cam_inside_body" in PROMPT_KEYS
+    torch.manual_seed(0)
+    cfg = ModelConfig(name="sam_mix", size="compact", image_size=64, cam_component="peak")
+    net = build_model(cfg.model_copy(update={"cam_inside_body": True})).eval()
+    x = torch.zeros(1, 1, 64, 64)
+    x[:, :, 16:48, 16:48] = 0.6  # the body
+    feats = torch.zeros(1, net.classifier.fc.weight.shape[1], 8, 8)
+    w = net.classifier.fc.weight[1].detach()
+    feats[0, :, 0, 0] = 10.0 * w.sign()  # the strongest liver evidence in the air (top-left corner)
+    feats[0, :, 4, 4] = 1.0 * w.sign()   # weaker evidence inside the body
+    with torch.no_grad():
+        p = net._prompts(x, torch.zeros(1, 2), feats)
+        net.cam_inside_body = False
+        q = net._prompts(x, torch.zeros(1, 2), feats)
+    assert q["boxes"][0, 0] < 8 and q["boxes"][0, 1] < 8  # without the switch: the corner
+    assert 24 <= p["boxes"][0, 0] <= 40 and 24 <= p["boxes"][0, 1] <= 40  # with it: inside the body
+    assert p["liver_map"].shape == (1, 1, 8, 8)
