@@ -24,7 +24,9 @@ def test_run_network_and_classifier_only_forward():
         out = run_network(net, x)
         assert out["mask_logits"].shape == (2, 1, 128, 128)
         alone = net(x, classify_only=True)  # the classifier alone (the trainer's prompt-path-only step)
-        assert set(alone) == {"class_logits"} and torch.allclose(alone["class_logits"], out["class_logits"], atol=1e-5)
+        assert set(alone) == {"class_logits", "liver_map"}  # the map feeds loss.cam_mask
+        assert torch.allclose(alone["class_logits"], out["class_logits"], atol=1e-5)
+        assert torch.allclose(alone["liver_map"], out["liver_map"], atol=1e-5) and alone["liver_map"].shape[:2] == (2, 1)
     sampp = build_model(ModelConfig(name="sam_pp", size="compact", image_size=64)).eval()
     mask = torch.zeros(2, 1, 64, 64)
     mask[:, :, 10:30, 20:40] = 1
