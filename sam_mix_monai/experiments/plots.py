@@ -7,6 +7,7 @@ Example:
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -79,10 +80,13 @@ def dice_vs_n_plot(panels: Mapping[str, Series], path: PathLike, ylabel: str = "
                 labels.append(lab)
     if handles:
         fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), frameon=False)
-    if title:
-        fig.suptitle(title)
+    lines = 0
+    if title:  # wrapped to the figure's width (about 9 characters per inch at the default font size)
+        wrapped = textwrap.fill(title, width=max(20, int(9 * fig.get_figwidth())))
+        fig.suptitle(wrapped)
+        lines = wrapped.count("\n")
     rows = (len(labels) + 4) // 5 if handles else 0
-    fig.tight_layout(rect=(0, 0.06 * rows, 1, 1))
+    fig.tight_layout(rect=(0, 0.06 * rows, 1, 1 - 0.05 * lines))
     path = Path(path)
     with atomic_output(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=120, format="png")

@@ -127,7 +127,6 @@ class Segmenter:
             settings.setdefault("image_size", cfg.image_size)
         elif bundle is not None:
             network, settings = load_bundle(bundle, self.device)
-
         self.largest_component = bool(largest_component)
         self.predictor = None if network is None else SlicePredictor(network, device=self.device, precision=precision)
         self._box_sam: Any = None
