@@ -53,6 +53,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "as ITK-SNAP / 3D Slicer show them; DICOM columns, rows, slice order). Replaces the CAM prompt "
                         "of a SAM-Mix checkpoint; without --checkpoint/--bundle the pretrained LiteMedSAM segments "
                         "alone. Propagated slice to slice as in MedSAM")
+    p.add_argument("--prompt-mode", choices=("volume", "slice"), default=None,
+                   help="SAM-Mix prompts: volume (one consistent 3D prompt per CT from the whole volume's evidence, "
+                        "the SAM on every slice of the liver's range) or slice (the paper's per-slice CAM prompts); "
+                        "default: the model's own (volume)")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder (created if missing)")
     p.add_argument("--preview", action="store_true", help="also write a PNG with axial/coronal/sagittal overlays")
     p.add_argument("-d", "--device", default="auto", metavar="DEVICE",
@@ -129,7 +133,7 @@ def _run(args: argparse.Namespace, inputs: list, out) -> int:
     types = tuple(dict.fromkeys(t for group in (args.output_type or [["nifti"]]) for t in group))
     segmenter = Segmenter(args.checkpoint, args.bundle, args.device, batch_size=args.batch_size, window=args.window,
                           precision=args.precision, fast=args.fast, largest_component=not args.no_lcc,
-                          progress=progress)
+                          progress=progress, prompt_mode=args.prompt_mode)
     if len(cases) == 1 and world == 1:  # one case: its problem is the command's error (one line, exit 2)
         if args.skip_existing and mask_path(out, cases[0], types).is_file():
             print(f"{cases[0].name}: skipped, {mask_path(out, cases[0], types)} exists")

@@ -151,6 +151,8 @@ class LossConfig(_Strict):
         seg_consistency_threshold: pixel confidence a pseudo-mask pixel needs to count.
         cam_mask: CAM localisation on the labelled masks (``losses.cam_mask_loss``; not in the paper,
             0 = off): the classifier learns where the liver is, not only whether it is there.
+        head: Dice + BCE of the liver head (``model.liver_head``) on the labelled slices, liver-free
+            ones included (``losses.head_loss``; not in the paper, 0 = off).
     """
 
     seg_dice: float = Field(1.0, ge=0.0)
@@ -165,6 +167,7 @@ class LossConfig(_Strict):
     seg_consistency: float = Field(0.0, ge=0.0)
     seg_consistency_threshold: float = Field(0.9, ge=0.5, le=1.0)
     cam_mask: float = Field(0.0, ge=0.0)
+    head: float = Field(0.0, ge=0.0)
 
 
 class AugmentConfig(_Strict):

@@ -19,6 +19,8 @@ term                definition
 ``cam_mask``        CAM localisation (not in the paper): ``-log`` of the share of the spatial softmax of
                     the classifier's liver map (:meth:`~sam_mix_monai.networks.SAMMix.liver_map`) that
                     falls inside the liver, labelled slices with liver (:func:`cam_mask_loss`)
+``head``            Dice + BCE of the liver head on the SAM embedding grid (not in the paper), every
+                    labelled slice, liver-free ones included (:func:`head_loss`)
 ==================  =====================================================================
 
 Means over a subset of the batch (Dice over liver slices, CE over known labels, class weights,
@@ -38,8 +40,9 @@ import torch.nn.functional as F
 from monai.losses import DiceLoss
 from monai.metrics import compute_iou
 from torch import nn
+from sam_mix_monai.networks.liver_head import head_target
 
-__all__ = ["SAMMixLoss", "cam_mask_loss", "masked_cross_entropy", "fixmatch_loss", "consistency_loss", "mask_iou", "global_sum",
+__all__ = ["SAMMixLoss", "cam_mask_loss", "head_loss", "masked_cross_entropy", "fixmatch_loss", "consistency_loss", "mask_iou", "global_sum",
            "global_ratio"]
 
 TERMS = ("seg_dice", "seg_bce", "iou", "cls", "unlabelled_cls", "pseudo_cls", "seg_consistency")
@@ -192,6 +195,21 @@ def cam_mask_loss(liver_map: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return global_ratio(per_slice.sum(), liver.float().sum())
 
 
+def head_loss(head_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Dice + BCE of the liver head's ``(B, 1, h, w)`` logits against the mask's liver share per grid cell.
+
+    Every labelled slice counts, known liver-free ones included (their target is all zero: the head
+    learns where the liver is *not*). The soft Dice is over the whole batch, so empty slices do not
+    divide by zero; under a process group its sums are global, as the other masked means.
+    """
+    logits = head_logits.float()
+    target = head_target(mask, tuple(logits.shape[-2:]))
+    prob = torch.sigmoid(logits)
+    inter, total = global_sum((prob * target).sum()), global_sum(prob.sum() + target.sum())
+    dice = 1.0 - (2.0 * inter + 1.0) / (total + 1.0)
+    return F.binary_cross_entropy_with_logits(logits, target) + dice
+
+
 def mask_iou(mask_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """IoU of each binarised mask (``logit > 0``) with the target: (B, M, H, W), (B, 1, H, W) -> (B, M).
 
@@ -213,6 +231,7 @@ class SAMMixLoss(nn.Module):
         balanced_cls: class-balanced ``cls`` and ``unlabelled_cls`` (:func:`masked_cross_entropy`).
         balanced_pseudo: class-balanced ``pseudo_cls`` (:func:`fixmatch_loss`).
         cam_mask: weight of the CAM localisation term (:func:`cam_mask_loss`; 0: off, the paper).
+        head: weight of the liver head's Dice + BCE on its embedding grid (:func:`head_loss`; 0: off).
     """
 
     def __init__(
@@ -229,12 +248,14 @@ class SAMMixLoss(nn.Module):
         balanced_cls: bool = True,
         balanced_pseudo: bool = False,
         cam_mask: float = 0.0,
+        head: float = 0.0,
     ) -> None:
         super().__init__()
         self.weights = {
             "seg_dice": float(seg_dice), "seg_bce": float(seg_bce), "iou": float(iou), "cls": float(cls),
             "unlabelled_cls": float(unlabelled_cls), "pseudo_cls": float(pseudo_cls),
             "seg_consistency": float(seg_consistency), "cam_mask": float(cam_mask),
+            "head": float(head),
         }
         self.pseudo_threshold = float(pseudo_threshold)
         self.seg_consistency_threshold = float(seg_consistency_threshold)
@@ -275,6 +296,8 @@ class SAMMixLoss(nn.Module):
             terms["cls"] = masked_cross_entropy(out["class_logits"], label, self.balanced_cls)
         if self.wants("cam_mask") and "liver_map" in out:
             terms["cam_mask"] = cam_mask_loss(out["liver_map"], mask)
+        if self.wants("head") and "head_logits" in out:
+            terms["head"] = head_loss(out["head_logits"], mask)
         return terms
 
     def total(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -60,6 +60,10 @@ class SlicePredictor:
             or ``fp16`` (autocast, CUDA only).
         skip_gated: SAM-Mix only: run the SAM branch only on slices that pass the classifier gate
             (``False``: on every slice, then gate; same output, the worst-case cost).
+        prompt_mode: SAM-Mix only, whole-volume inference: ``volume`` (one 3D prompt per CT,
+            :mod:`.volume_mode`), ``slice`` (the paper's per-slice prompts) or ``None`` (the model's
+            own ``prompt_mode``, ``volume`` unless its config says otherwise).
+        volume_evidence: the volume prompt's evidence (``auto``, ``head``, ``cam``; ``None``: the model's).
     """
 
     def __init__(
@@ -69,7 +73,11 @@ class SlicePredictor:
         device: torch.device | str | None = None,
         precision: str = "fp32",
         skip_gated: bool = True,
+        prompt_mode: str | None = None,
+        volume_evidence: str | None = None,
     ) -> None:
+        if prompt_mode not in (None, "volume", "slice"):
+            raise ValueError(f"prompt_mode must be volume or slice, got {prompt_mode!r}")
         self.precision = normalize_precision(precision)
         self.skip_gated = bool(skip_gated)
         if device is not None:
@@ -83,6 +91,10 @@ class SlicePredictor:
             self.cls_threshold = self.sam_mix.cls_threshold if cls_threshold is None else float(cls_threshold)
         else:
             self.cls_threshold = None
+        own = self.sam_mix if self.sam_mix is not None else None
+        #: ``volume``, ``slice``, or ``None`` for a network without a SAM-Mix (per-slice only)
+        self.prompt_mode = None if own is None else (prompt_mode or getattr(own, "prompt_mode", "volume"))
+        self.volume_evidence = volume_evidence or getattr(own, "volume_evidence", "auto")
         try:
             self.device = next(self.network.parameters()).device
         except (StopIteration, AttributeError):

@@ -129,7 +129,8 @@ def predict_volume(volume: Any, predictor: SlicePredictor | None, inferer: Volum
     """Segment a ``(1, X, Y, Z)`` HU MetaTensor slice by slice, then keep the largest 3D component.
 
     With a ``box`` (:mod:`.box3d`), ``sam`` segments from the user's box with MedSAM-style propagation
-    (the CAM prompts and ``predictor`` are not used); otherwise ``predictor`` runs on every slice.
+    (the CAM prompts and ``predictor`` are not used); otherwise ``inferer`` runs ``predictor`` (a SAM-Mix
+    in volume prompt mode from one 3D prompt, :mod:`.volume_mode`; else slice by slice).
     The probability map (``probabilities=True``) is left as the network gave it (no clean-up).
     Failures name ``source`` and the stage (``inference``, ``postprocess``).
     """

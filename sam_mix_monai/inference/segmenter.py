@@ -84,6 +84,8 @@ class Segmenter:
             ``Segmenter``). It changes no weight and no slice size.
         largest_component: keep only the largest 3D connected component.
         progress: progress bars over slices and cases.
+        prompt_mode: a SAM-Mix's prompts: ``volume`` (one consistent 3D prompt per CT, the default of
+            every SAM-Mix config), ``slice`` (the paper's per-slice CAM prompts) or ``None`` (the model's own).
 
     Raises:
         InputError: no or two model sources, an unreadable checkpoint, an unknown or absent device,
@@ -101,6 +103,7 @@ class Segmenter:
         fast: bool = False,
         largest_component: bool = True,
         progress: bool = False,
+        prompt_mode: str | None = None,
     ) -> None:
         from sam_mix_monai.inference.loading import INFERABLE_MODELS, inference_slicing, load_bundle, load_checkpoint
 
@@ -110,6 +113,8 @@ class Segmenter:
             raise InputError(None, f"--batch-size must be at least 1 (got {batch_size})")
         if window is not None and float(window[1]) <= 0:
             raise InputError(None, f"--window: width must be positive (got {float(window[1]):g})")
+        if prompt_mode not in (None, "volume", "slice"):
+            raise InputError(None, f"--prompt-mode {prompt_mode!r}: expected volume or slice")
         if precision not in PRECISIONS:
             raise InputError(None, f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
         self.device = device if isinstance(device, torch.device) else resolve_device(device, dist_info()[2])
@@ -128,7 +133,8 @@ class Segmenter:
         elif bundle is not None:
             network, settings = load_bundle(bundle, self.device)
         self.largest_component = bool(largest_component)
-        self.predictor = None if network is None else SlicePredictor(network, device=self.device, precision=precision)
+        self.predictor = None if network is None else SlicePredictor(network, device=self.device, precision=precision,
+                                                                            prompt_mode=prompt_mode)
         self._box_sam: Any = None
         #: the SAM image encoder's backend: ``onnxruntime`` (``fast`` on the CPU, LiteMedSAM) or ``torch``
         self.encoder_backend = "torch"

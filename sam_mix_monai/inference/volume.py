@@ -82,6 +82,8 @@ class VolumeSliceInferer(Inferer):
         progress: show a progress bar over slices.
         probabilities: also return the liver probability (sigmoid of the logits, resized like the
             mask) as a ``float16`` array on the input grid in ``meta["probabilities"]``.
+        prompt_mode: a SAM-Mix's prompts: ``volume`` (one 3D prompt per volume, :mod:`.volume_mode`),
+            ``slice`` (per slice, the steps above) or ``None`` (the predictor's / model's own).
     """
 
     def __init__(
@@ -95,8 +97,12 @@ class VolumeSliceInferer(Inferer):
         precision: str = "fp32",
         progress: bool = False,
         probabilities: bool = False,
+        prompt_mode: str | None = None,
     ) -> None:
         super().__init__()
+        if prompt_mode not in (None, "volume", "slice"):
+            raise ValueError(f"prompt_mode must be volume or slice, got {prompt_mode!r}")
+        self.prompt_mode = prompt_mode
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.image_size = None if image_size is None else int(image_size)
@@ -114,7 +120,8 @@ class VolumeSliceInferer(Inferer):
         """Wrap ``network`` (a no-op for a :class:`SlicePredictor`)."""
         if isinstance(network, SlicePredictor):
             return network
-        return SlicePredictor(network, cls_threshold=self.cls_threshold, device=self.device, precision=self.precision)
+        return SlicePredictor(network, cls_threshold=self.cls_threshold, device=self.device, precision=self.precision,
+                              prompt_mode=self.prompt_mode)
 
     def preprocess(self, slab: np.ndarray, size: int) -> torch.Tensor:
         """HU display slices ``(k, H, W)`` -> network input ``(k, 1, size, size)`` in [0, 1]."""
@@ -168,6 +175,9 @@ class VolumeSliceInferer(Inferer):
         if inputs.ndim == 5:
             return self._batch(inputs, network, *args, **kwargs)
         predictor = self.predictor(network)
+        mode = predictor.prompt_mode if self.prompt_mode is None or predictor.sam_mix is None else self.prompt_mode
+        if mode == "volume":
+            return self._volume_mode(inputs, predictor)
         size = self.image_size or predictor.image_size
         if size is None:
             raise ValueError("the network does not declare its input size: pass image_size to VolumeSliceInferer")
@@ -193,6 +203,22 @@ class VolumeSliceInferer(Inferer):
                 bar.update(z1 - z0)
         finally:
             bar.close()
-        meta = {k: v for k, v in inputs.meta.items() if k != "affine"} if isinstance(inputs, MetaTensor) else {}
-        meta.update(liver_prob=prob, chosen_iou=iou, slice_axis=geo.axis, slice_flipped=geo.flipped, probabilities=probs)
-        return MetaTensor(torch.from_numpy(mask)[None], affine=torch.as_tensor(affine), meta=meta)
+        return self._output(inputs, mask, affine, geo, liver_prob=prob, chosen_iou=iou, probabilities=probs)
+
+    @staticmethod
+    def _output(inputs: torch.Tensor, mask: np.ndarray, affine: np.ndarray, geo: AxialGeometry, **meta: Any) -> MetaTensor:
+        """The ``(1, X, Y, Z)`` mask MetaTensor with the input's meta data and ``meta``."""
+        out = {k: v for k, v in inputs.meta.items() if k != "affine"} if isinstance(inputs, MetaTensor) else {}
+        out.update(meta, slice_axis=geo.axis, slice_flipped=geo.flipped)
+        return MetaTensor(torch.from_numpy(mask)[None], affine=torch.as_tensor(affine), meta=out)
+
+    def _volume_mode(self, inputs: torch.Tensor, predictor: SlicePredictor) -> MetaTensor:
+        """A SAM-Mix in volume prompt mode (:func:`.volume_mode.segment_volume_prompt`)."""
+        from sam_mix_monai.inference.volume_mode import segment_volume_prompt  # it builds on this module
+
+        res = segment_volume_prompt(inputs, predictor.sam_mix, self, evidence=predictor.volume_evidence,
+                                    precision=predictor.precision, probabilities=self.probabilities)
+        affine = np.asarray(inputs.affine, dtype=np.float64) if isinstance(inputs, MetaTensor) else np.eye(4)
+        return self._output(inputs, res.mask, affine, AxialGeometry(affine, res.mask.shape), liver_prob=res.liver_prob,
+                            chosen_iou=res.chosen_iou, probabilities=res.probabilities, volume_prompt=res.prompt,
+                            encoded_slices=res.encoded, prompt_mode="volume", evidence=res.evidence)

@@ -119,6 +119,7 @@ def sam_decode(
     boxes: torch.Tensor | None = None,
     mask_prompt: torch.Tensor | None = None,
     points: tuple[torch.Tensor, torch.Tensor] | None = None,
+    multimask_output: bool = True,
 ) -> dict[str, torch.Tensor]:
     """The prompt encoder and mask decoder of :func:`sam_forward` on given image embeddings.
 
@@ -127,6 +128,8 @@ def sam_decode(
         embeddings: (B, C, h, w) image-encoder output.
         size: (S, S) input size the masks are upsampled to.
         boxes, mask_prompt, points: prompts, as in :func:`sam_forward`.
+        multimask_output: the 3 disambiguation masks, best by predicted IoU (``False``: the single-mask
+            token, LiteMedSAM's official box inference; ``all_mask_logits`` then holds one mask).
 
     Returns:
         :func:`sam_forward`'s dict.
@@ -136,7 +139,7 @@ def sam_decode(
         dense = dense.expand(embeddings.shape[0], -1, -1, -1)
         sparse = sparse.expand(embeddings.shape[0], -1, -1)
     low_res, iou_pred = decode_paired(
-        sam.mask_decoder, embeddings, sam.prompt_encoder.get_dense_pe(), sparse, dense, multimask_output=True
+        sam.mask_decoder, embeddings, sam.prompt_encoder.get_dense_pe(), sparse, dense, multimask_output=multimask_output
     )
     best_low, best_iou = select_best_mask(low_res, iou_pred)
     all_masks = F.interpolate(low_res, size=size, mode="bilinear", align_corners=False)

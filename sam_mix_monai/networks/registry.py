@@ -33,6 +33,7 @@ from sam_mix_monai.networks.baselines import SAMPP, UNET_CHANNELS, UNetSeg
 from sam_mix_monai.networks.checkpoint import load_sam_checkpoint
 from sam_mix_monai.networks.classifier import build_classifier
 from sam_mix_monai.networks.lite_medsam import LITE_IMAGE_SIZE, packaged_lite_medsam_checkpoint
+from sam_mix_monai.networks.liver_head import LiverHead
 from sam_mix_monai.networks.lora import configure_encoder, resolve_encoder_mode
 from sam_mix_monai.networks.oracle_box import SAMBox
 from sam_mix_monai.networks.sam_builder import FAMILY_PIXEL_NORM, build_sam
@@ -87,6 +88,14 @@ class ModelConfig(BaseModel):
         embedding_cache_dir: also keep that cache on disk there (shared by the runs of a study).
         checkpoint: SAM / MedSAM / LiteMedSAM checkpoint file (``None``: the packaged LiteMedSAM
             weights for ``lite_medsam``, random initialisation otherwise).
+        liver_head: add a coarse liver head on the frozen SAM image embedding
+            (:class:`~sam_mix_monai.networks.liver_head.LiverHead`, trained by ``loss.head``): the volume
+            prompt's evidence instead of the CAM (not in the paper).
+        liver_head_width: hidden channels of that head.
+        prompt_mode: whole-volume inference: ``volume`` (one consistent 3D prompt per CT,
+            :mod:`sam_mix_monai.inference.volume_prompt`) or ``slice`` (the paper's per-slice CAM prompts).
+        volume_evidence: the volume prompt's per-slice evidence: ``head`` (the liver head), ``cam``
+            (the classifier's GradCAM) or ``auto`` (the head when the model has one).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -117,6 +126,10 @@ class ModelConfig(BaseModel):
     embedding_cache_mb: int = Field(2048, ge=0)
     embedding_cache_dir: str | None = None
     checkpoint: str | None = None
+    liver_head: bool = False
+    liver_head_width: int = Field(32, ge=4)
+    prompt_mode: Literal["volume", "slice"] = "volume"
+    volume_evidence: Literal["auto", "head", "cam"] = "auto"
 
     @field_validator("image_size")
     @classmethod
@@ -184,7 +197,7 @@ def _sam_branch(cfg: ModelConfig, load_pretrained: bool) -> nn.Module:
 
 
 def _build_sam_mix(cfg: ModelConfig, load_pretrained: bool) -> nn.Module:
-    return SAMMix(
+    net = SAMMix(
         classifier=build_classifier(cfg.classifier_size),
         sam=_sam_branch(cfg, load_pretrained),
         cam_threshold=cfg.cam_threshold,
@@ -199,7 +212,10 @@ def _build_sam_mix(cfg: ModelConfig, load_pretrained: bool) -> nn.Module:
         skip_gated=cfg.skip_gated,
         box_clip_body=cfg.box_clip_body,
         cam_inside_body=cfg.cam_inside_body,
+        liver_head=LiverHead(width=cfg.liver_head_width) if cfg.liver_head else None,
     )
+    net.prompt_mode, net.volume_evidence = cfg.prompt_mode, cfg.volume_evidence  # whole-volume inference defaults
+    return net
 
 
 def _build_sam_pp(cfg: ModelConfig, load_pretrained: bool) -> nn.Module:

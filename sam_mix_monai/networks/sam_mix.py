@@ -44,6 +44,7 @@ from torch import nn
 from sam_mix_monai.networks.cam import cam_prompts, clip_boxes_to_body, closed_form_gradcam, mask_cam_to_body, mask_to_box
 from sam_mix_monai.networks.classifier import LIVER, ResNet38, liver_probability
 from sam_mix_monai.networks.decoding import sam_decode, sam_encode, sam_forward
+from sam_mix_monai.networks.liver_head import LiverHead
 from sam_mix_monai.networks.single_output import GATED_LOGIT
 
 __all__ = ["SAMMix"]
@@ -75,6 +76,8 @@ class SAMMix(nn.Module):
         cam_inside_body: zero the CAM outside the body before its threshold (:func:`.cam.mask_cam_to_body`).
         skip_gated: in eval mode (not tracing / exporting), run SAM only on the slices that pass the
             classifier gate; the others get an empty prediction (see :meth:`forward`).
+        liver_head: an optional coarse liver head on the (detached) SAM image embedding
+            (:class:`.liver_head.LiverHead`); :meth:`forward` then also returns ``head_logits``.
     """
 
     def __init__(
@@ -93,6 +96,7 @@ class SAMMix(nn.Module):
         skip_gated: bool = False,
         box_clip_body: bool = False,
         cam_inside_body: bool = False,
+        liver_head: LiverHead | None = None,
     ) -> None:
         super().__init__()
         if not (use_box or use_mask):
@@ -111,6 +115,7 @@ class SAMMix(nn.Module):
         self.skip_gated = bool(skip_gated)
         self.box_clip_body = bool(box_clip_body)
         self.cam_inside_body = bool(cam_inside_body)
+        self.liver_head = liver_head
 
     @property
     def image_size(self) -> int:
@@ -156,6 +161,16 @@ class SAMMix(nn.Module):
         # ircadb_sammix_50 run's first-epoch loss 1.9235 -> 1.9279), so the two stay as measured.
         w = self.classifier.fc.weight[LIVER].to(feats.dtype)
         return torch.einsum("bkhw,k->bhw", feats, w).unsqueeze(1)
+
+    def head_logits(self, x: torch.Tensor, embeddings: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, 1, h, w) liver logits of :attr:`liver_head` on the embedding grid of the (resized) slices ``x``.
+
+        The embedding is detached: the head learns, the encoder does not learn from it.
+        """
+        if self.liver_head is None:
+            raise ValueError("this SAM-Mix has no liver head (model.liver_head)")
+        emb = sam_encode(self.sam, x) if embeddings is None else embeddings
+        return self.liver_head(emb.detach().float())
 
     def _resize_input(self, image: torch.Tensor) -> torch.Tensor:
         """``image`` resized (bilinear) to the SAM input size (unchanged when it is already)."""
@@ -207,10 +222,14 @@ class SAMMix(nn.Module):
         """
         boxes = prompts["boxes"] if self.use_box else None
         dense = prompts["dense_prompt"] if self.use_mask else None
-        if self.box_refine < 1 or boxes is None:
-            return sam_forward(self.sam, x, boxes=boxes, mask_prompt=dense)
         size = (int(x.shape[-2]), int(x.shape[-1]))
-        embeddings = sam_encode(self.sam, x)
+        embeddings = prompts.get("embeddings")  # already encoded for the liver head
+        if self.box_refine < 1 or boxes is None:
+            if embeddings is None:
+                return sam_forward(self.sam, x, boxes=boxes, mask_prompt=dense)
+            return sam_decode(self.sam, embeddings, size, boxes=boxes, mask_prompt=dense)
+        if embeddings is None:
+            embeddings = sam_encode(self.sam, x)
         for _ in range(self.box_refine):
             with torch.no_grad():  # the earlier rounds only place the box; the loss sees the last one
                 first = sam_decode(self.sam, embeddings.detach(), size, boxes=boxes, mask_prompt=dense)
@@ -299,8 +318,13 @@ class SAMMix(nn.Module):
             b = x.shape[0]
             extra_out = {} if extra is None else {"extra_class_logits": logits[b:]}
             if classify_only:
+                if self.liver_head is not None:
+                    extra_out["head_logits"] = self.head_logits(x)
                 return {"class_logits": logits[:b], "liver_map": self.liver_map(feats[:b]), **extra_out}
             prompts = self._prompts(x, logits[:b], feats[:b])
+        if self.liver_head is not None:  # one encoding for the head and SAM
+            prompts["embeddings"] = sam_encode(self.sam, prompts["image"])
+            extra_out["head_logits"] = self.head_logits(prompts["image"], prompts["embeddings"])
         present = prompts["liver_present"]
         static = not self.skip_gated or self.training or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
         if static or bool(present.all()):

@@ -1,0 +1,238 @@
+"""SAM-Mix on a whole CT in volume prompt mode: one consistent 3D prompt, the SAM on every slice of it.
+
+The per-slice mode (the paper's; :class:`.volume.VolumeSliceInferer`) prompts each slice with its own
+CAM box. Here (:func:`segment_volume_prompt`):
+
+1. **classifier pass** over every slice (cheap: the compact ResNet-38 at the training slice size):
+   each slice's liver probability and, for ``cam`` evidence, its GradCAM;
+2. **encoder**, only where needed, each slice at most once: with ``head`` evidence (the liver head on
+   the SAM embedding, :mod:`sam_mix_monai.networks.liver_head`) the slices of the classifier's liver
+   run grown by ``search_mm`` on each side, grown again while the head's liver touches an end of the
+   encoded range; with ``cam`` evidence only the slices of the prompt's range;
+3. **3D prompt** from the evidence (:func:`.volume_prompt.volume_prompt`: longest run, 3D largest
+   component, smooth edges in mm, margin);
+4. **decoder** per slice of the range on the cached embeddings with that slice's box (LiteMedSAM's
+   single-mask output, as its official box inference), the logits resized back to the slice.
+
+Slices are prepared exactly as in training and in the per-slice mode (HU window, bilinear resize to
+the training slice size): boxes live in that frame and are mapped to slice pixels by its scale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from sam_mix_monai.inference.geometry import AxialGeometry
+from sam_mix_monai.inference.volume import VolumeSliceInferer, volume_array
+from sam_mix_monai.inference.volume_prompt import VolumePrompt, VolumePromptSettings, volume_prompt, window_slices
+from sam_mix_monai.networks.decoding import sam_decode, sam_encode
+from sam_mix_monai.utils.precision import autocast
+
+__all__ = ["EVIDENCE", "VolumeModeResult", "resolve_evidence", "segment_volume_prompt"]
+
+#: Per-slice evidence a volume prompt can come from.
+EVIDENCE = ("head", "cam")
+#: Minimum liver area (mm^2) of a slice's head evidence for the slice to count as liver.
+MIN_AREA_MM2 = 150.0
+
+
+@dataclass
+class VolumeModeResult:
+    """A volume-mode segmentation on the input grid.
+
+    Attributes:
+        mask: ``(X, Y, Z)`` ``uint8``.
+        probabilities: ``(X, Y, Z)`` ``float16`` sigmoid of the SAM logits (0 outside the range), or ``None``.
+        liver_prob: per canonical slice classifier probability.
+        chosen_iou: per canonical slice SAM's predicted IoU (NaN outside the prompted range).
+        prompt: the 3D prompt (boxes in slice pixels of the canonical slices).
+        encoded: canonical slices the image encoder ran on (each once).
+        evidence: ``head`` or ``cam``.
+    """
+
+    mask: np.ndarray
+    probabilities: np.ndarray | None
+    liver_prob: np.ndarray
+    chosen_iou: np.ndarray
+    prompt: VolumePrompt
+    encoded: list[int] = field(default_factory=list)
+    evidence: str = "head"
+
+
+def resolve_evidence(model: Any, evidence: str = "auto") -> str:
+    """``auto`` -> ``head`` when ``model`` has a liver head, else ``cam``; a named one is checked."""
+    has_head = getattr(model, "liver_head", None) is not None
+    if evidence == "auto":
+        return "head" if has_head else "cam"
+    if evidence not in EVIDENCE:
+        raise ValueError(f"volume evidence must be auto, head or cam, got {evidence!r}")
+    if evidence == "head" and not has_head:
+        raise ValueError("volume evidence 'head' needs a SAM-Mix with a liver head (model.liver_head)")
+    return evidence
+
+
+class _Slices:
+    """The volume's canonical slices, prepared on demand and encoded at most once each."""
+
+    def __init__(self, model: Any, inferer: VolumeSliceInferer, arr: np.ndarray, geo: AxialGeometry, size: int,
+                 device: torch.device, precision: str) -> None:
+        self.model, self.inferer, self.arr, self.geo, self.size = model, inferer, arr, geo, size
+        self.device, self.precision = device, precision
+        self.embeddings: dict[int, torch.Tensor] = {}
+
+    def images(self, z0: int, z1: int) -> torch.Tensor:
+        """Network input ``(k, 1, S, S)`` of slices ``z0 .. z1 - 1``."""
+        return self.inferer.preprocess(self.geo.read_slab(self.arr, z0, z1), self.size).to(self.device)
+
+    def encode(self, zs: Sequence[int], bar: Any = None) -> None:
+        """Encode the slices of ``zs`` not yet encoded, in batches of the inferer's batch size."""
+        todo = [z for z in zs if z not in self.embeddings]
+        b = self.inferer.batch_size
+        for i in range(0, len(todo), b):
+            chunk = todo[i : i + b]
+            x = torch.cat([self.images(z, z + 1) for z in chunk])
+            with autocast(self.precision, self.device):
+                emb = sam_encode(self.model.sam, x).float()
+            for z, e in zip(chunk, emb):
+                self.embeddings[z] = e
+            if bar is not None:
+                bar.update(len(chunk))
+
+
+@torch.no_grad()
+def _classifier_pass(model: Any, slices: _Slices, want_cam: bool, grid: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Liver probability of every slice, and its CAM on a ``grid`` x ``grid`` map when asked for."""
+    depth = slices.geo.depth
+    prob = np.zeros(depth, dtype=np.float32)
+    cams = np.zeros((depth, grid, grid), dtype=np.float32) if want_cam else None
+    b = slices.inferer.batch_size
+    for z0 in range(0, depth, b):
+        z1 = min(z0 + b, depth)
+        with autocast(slices.precision, slices.device):
+            p = model.prompt(slices.images(z0, z1))
+        prob[z0:z1] = p["liver_prob"].float().cpu().numpy()
+        if cams is not None:
+            cams[z0:z1] = F.adaptive_avg_pool2d(p["cam"].float(), grid)[:, 0].cpu().numpy()
+    return prob, cams
+
+
+def _head_evidence(model: Any, slices: _Slices, zs: Sequence[int], out: np.ndarray | None) -> np.ndarray:
+    """Sigmoid of the liver head on the embeddings of ``zs``, written into ``out[z]`` (allocated on first use)."""
+    for z in zs:
+        p = torch.sigmoid(model.liver_head(slices.embeddings[z][None]))[0, 0].float().cpu().numpy()
+        if out is None:
+            out = np.zeros((slices.geo.depth, *p.shape), dtype=np.float32)
+        out[z] = p
+    return out
+
+
+def _search_range(prob: np.ndarray, threshold: float, dz: float, search_mm: float) -> tuple[int, int]:
+    """The classifier's liver slices grown by ``search_mm`` on each side (the whole volume without any)."""
+    depth = prob.shape[0]
+    zs = np.flatnonzero(prob >= threshold)
+    if zs.size == 0:
+        return 0, depth - 1
+    pad = window_slices(search_mm, dz) // 2
+    return max(0, int(zs[0]) - pad), min(depth - 1, int(zs[-1]) + pad)
+
+
+@torch.no_grad()
+def segment_volume_prompt(
+    volume: Any,
+    model: Any,
+    inferer: VolumeSliceInferer,
+    evidence: str = "auto",
+    settings: VolumePromptSettings = VolumePromptSettings(),
+    search_mm: float = 40.0,
+    precision: str = "fp32",
+    probabilities: bool = False,
+) -> VolumeModeResult:
+    """Segment a ``(1, X, Y, Z)`` HU volume with a SAM-Mix in volume prompt mode (module docstring).
+
+    Args:
+        volume: HU MetaTensor (any header orientation).
+        model: a :class:`~sam_mix_monai.networks.SAMMix` (eval mode).
+        inferer: supplies the slice preparation (window, training slice size), batch size and progress.
+        evidence: ``auto``, ``head`` or ``cam`` (:func:`resolve_evidence`).
+        settings: the 3D prompt's thresholds and windows.
+        search_mm: with ``head`` evidence, how far beyond the classifier's liver slices to encode.
+        precision: autocast precision of the networks.
+        probabilities: also return the SAM's sigmoid on the input grid.
+
+    Returns:
+        The :class:`VolumeModeResult`.
+    """
+    evidence = resolve_evidence(model, evidence)
+    arr = volume_array(volume)
+    affine = np.asarray(volume.affine, dtype=np.float64) if hasattr(volume, "affine") else np.eye(4)
+    geo = AxialGeometry(affine, arr.shape)
+    device = next(model.parameters()).device
+    size = inferer.image_size or model.image_size
+    slices = _Slices(model, inferer, arr, geo, size, device, precision)
+    depth, (big_h, big_w) = geo.depth, geo.slice_shape
+    sx, sy, dz = geo.ras_spacing
+    spacing = (float(sy), float(sx), float(dz))  # rows run along y, columns along x
+    grid = max(1, size // 4)  # the CAM's evidence grid (LiteMedSAM's embedding grid at 256)
+    bar = tqdm(total=depth, desc="volume prompt", unit="slice", leave=False, disable=not inferer.progress)
+    try:
+        prob, cams = _classifier_pass(model, slices, evidence == "cam", grid)
+        cls_threshold = float(getattr(model, "cls_threshold", 0.5))
+        if evidence == "cam":
+            prompt = volume_prompt(cams, prob >= cls_threshold, spacing, (big_h, big_w), settings)
+        else:
+            ev = None
+            lo, hi = _search_range(prob, cls_threshold, dz, search_mm)
+            step = window_slices(search_mm, dz) // 2 + 1
+            while True:
+                zs = [z for z in range(lo, hi + 1) if z not in slices.embeddings]
+                slices.encode(zs, bar)
+                ev = _head_evidence(model, slices, zs, ev)
+                cell_mm2 = (big_h / ev.shape[1]) * spacing[0] * (big_w / ev.shape[2]) * spacing[1]
+                present = (ev >= settings.threshold).sum(axis=(1, 2)) * cell_mm2 >= MIN_AREA_MM2
+                prompt = volume_prompt(ev, present, spacing, (big_h, big_w), settings)
+                grow_lo = not prompt.empty and prompt.z0 <= lo and lo > 0
+                grow_hi = not prompt.empty and prompt.z1 >= hi and hi < depth - 1
+                if not (grow_lo or grow_hi):
+                    break
+                lo, hi = (max(0, lo - step) if grow_lo else lo), (min(depth - 1, hi + step) if grow_hi else hi)
+        masks, probs, iou = _decode(model, slices, prompt, size, (big_h, big_w), inferer, probabilities, bar)
+    finally:
+        bar.close()
+    mask = np.zeros(arr.shape, dtype=np.uint8, order="F")
+    geo.write_slab(mask, masks, 0, depth)
+    prob_img = None
+    if probs is not None:
+        prob_img = np.zeros(arr.shape, dtype=np.float16, order="F")
+        geo.write_slab(prob_img, probs, 0, depth)
+    return VolumeModeResult(mask, prob_img, prob, iou, prompt, sorted(slices.embeddings), evidence)
+
+
+def _decode(model: Any, slices: _Slices, prompt: VolumePrompt, size: int, hw: tuple[int, int],
+            inferer: VolumeSliceInferer, probabilities: bool, bar: Any) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """SAM's decoder on every slice of the prompt's range, with that slice's box (input frame)."""
+    depth = slices.geo.depth
+    masks = np.zeros((depth, *hw), dtype=np.uint8)
+    probs = np.zeros((depth, *hw), dtype=np.float16) if probabilities else None
+    iou = np.full(depth, np.nan, dtype=np.float32)
+    zs = list(prompt.slices())
+    slices.encode(zs, bar)
+    scale = np.array([size / hw[1], size / hw[0], size / hw[1], size / hw[0]])  # slice px -> input frame
+    b = slices.inferer.batch_size
+    for i in range(0, len(zs), b):
+        chunk = zs[i : i + b]
+        emb = torch.stack([slices.embeddings[z] for z in chunk])
+        boxes = torch.as_tensor(np.stack([prompt.boxes[z] * scale for z in chunk]), dtype=torch.float32, device=emb.device)
+        with autocast(slices.precision, slices.device):
+            out = sam_decode(model.sam, emb, (size, size), boxes=boxes, multimask_output=False)
+        logits = out["mask_logits"].float().cpu()
+        masks[chunk] = inferer.postprocess(logits, hw)
+        if probs is not None:
+            probs[chunk] = inferer.probability(logits, hw)
+        iou[chunk] = out["chosen_iou"].float().cpu().numpy()
+    return masks, probs, iou

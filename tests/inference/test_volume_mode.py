@@ -1,0 +1,136 @@
+"""Volume prompt mode: each slice encoded at most once, the encoder only where needed, mode selection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+from torch import nn
+
+from sam_mix_monai.inference.predictor import SlicePredictor
+from sam_mix_monai.inference.volume import VolumeSliceInferer
+from sam_mix_monai.inference.volume_mode import resolve_evidence, segment_volume_prompt
+from sam_mix_monai.networks import ModelConfig, build_model
+
+SIZE = 64
+
+
+class _Counting(nn.Module):
+    """Wraps an image encoder and records how many slices each call encodes."""
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder, self.calls = encoder, []
+        self.img_size = encoder.img_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append(int(x.shape[0]))
+        return self.encoder(x)
+
+
+class _BoxEvidence(nn.Module):
+    """A stand-in liver head: high logits on the central block (a quarter to three quarters) of the grid."""
+
+    def __init__(self, on: bool = True) -> None:
+        super().__init__()
+        self.on = on
+
+    def forward(self, emb: torch.Tensor) -> torch.Tensor:
+        h, w = emb.shape[-2:]
+        out = torch.full((emb.shape[0], 1, h, w), -10.0)
+        if self.on:
+            out[:, :, h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = 10.0
+        return out
+
+
+def _model(head: bool = True) -> nn.Module:
+    torch.manual_seed(0)
+    net = build_model(ModelConfig(name="sam_mix", size="compact", image_size=SIZE, liver_head=head), load_pretrained=False)
+    net.sam.image_encoder = _Counting(net.sam.image_encoder)
+    return net.eval()
+
+
+def _volume(depth: int = 24) -> MetaTensor:
+    vol = torch.full((1, 48, 48, depth), -1000.0)
+    vol[0, 8:40, 8:40, :] = 40.0  # a body
+    vol[0, 14:30, 12:28, 6:18] = 120.0  # a bright "liver"
+    return MetaTensor(vol, affine=torch.diag(torch.tensor([1.5, 1.5, 2.5, 1.0], dtype=torch.float64)))
+
+
+def test_resolve_evidence():
+    assert resolve_evidence(_model(True)) == "head"
+    assert resolve_evidence(_model(False)) == "cam"
+    assert resolve_evidence(_model(True), "cam") == "cam"
+    with pytest.raises(ValueError, match="liver head"):
+        resolve_evidence(_model(False), "head")
+    with pytest.raises(ValueError):
+        resolve_evidence(_model(True), "points")
+
+
+def test_head_evidence_everywhere_encodes_each_slice_once_while_the_range_grows():
+    net = _model()
+    net.liver_head = _BoxEvidence()  # liver on every slice: the range must grow to all
+    inferer = VolumeSliceInferer(image_size=SIZE, batch_size=5)
+    res = segment_volume_prompt(_volume(), net, inferer, evidence="head", search_mm=5.0)
+    calls = net.sam.image_encoder.calls
+    assert sum(calls) == 24 == len(res.encoded) == len(set(res.encoded))  # every slice once, none twice
+    assert max(calls) <= 5  # batched by the inferer's batch size
+    assert (res.prompt.z0, res.prompt.z1) == (0, 23)
+    assert res.mask.shape == (48, 48, 24) and res.mask.dtype == np.uint8
+
+
+def test_no_head_evidence_gives_an_empty_mask_and_no_decoder_call():
+    net = _model()
+    net.liver_head = _BoxEvidence(on=False)
+    res = segment_volume_prompt(_volume(), net, VolumeSliceInferer(image_size=SIZE), evidence="head")
+    assert res.prompt.empty and int(res.mask.sum()) == 0 and np.isnan(res.chosen_iou).all()
+
+
+def test_cam_evidence_encodes_only_the_prompt_range(monkeypatch):
+    net = _model(head=False)
+    depth = 24
+    prob = torch.zeros(depth)
+    prob[6:18] = 0.9  # the classifier's liver slices
+
+    def prompt(x):  # a classifier that knows the liver's slices; a CAM on a block
+        b = x.shape[0]
+        start = prompt.seen
+        prompt.seen += b
+        cam = torch.zeros(b, 1, SIZE, SIZE)
+        cam[:, :, 20:40, 16:36] = 1.0
+        return {"liver_prob": prob[start : start + b], "cam": cam}
+
+    prompt.seen = 0
+    monkeypatch.setattr(net, "prompt", prompt)
+    res = segment_volume_prompt(_volume(depth), net, VolumeSliceInferer(image_size=SIZE, batch_size=4), evidence="cam")
+    assert (res.prompt.z0, res.prompt.z1) == (6, 17)
+    assert res.encoded == list(range(6, 18)) and sum(net.sam.image_encoder.calls) == 12
+    assert np.isfinite(res.chosen_iou[6:18]).all() and np.isnan(res.chosen_iou[:6]).all()
+
+
+def test_mode_selection_predictor_inferer_and_model_default():
+    net = _model()
+    assert net.prompt_mode == "volume"  # every SAM-Mix config's default
+    assert SlicePredictor(net).prompt_mode == "volume"
+    assert SlicePredictor(net, prompt_mode="slice").prompt_mode == "slice"
+    with pytest.raises(ValueError):
+        SlicePredictor(net, prompt_mode="box")
+    with pytest.raises(ValueError):
+        VolumeSliceInferer(prompt_mode="3d")
+    slice_cfg = build_model(ModelConfig(name="sam_mix", size="compact", image_size=SIZE, prompt_mode="slice"),
+                            load_pretrained=False)
+    assert SlicePredictor(slice_cfg).prompt_mode == "slice"
+    unet = build_model(ModelConfig(name="unet", size="compact", image_size=SIZE), load_pretrained=False)
+    assert SlicePredictor(unet).prompt_mode is None  # no prompts: per slice
+
+
+def test_inferer_runs_the_mode_it_is_given():
+    net = _model()
+    net.liver_head = _BoxEvidence()
+    vol = _volume()
+    out = VolumeSliceInferer(image_size=SIZE, batch_size=8)(vol, net)
+    assert out.meta["prompt_mode"] == "volume" and out.meta["encoded_slices"] == list(range(24))
+    net.sam.image_encoder.calls.clear()
+    out = VolumeSliceInferer(image_size=SIZE, batch_size=8, prompt_mode="slice")(vol, net)
+    assert "prompt_mode" not in out.meta and out.shape == (1, 48, 48, 24)
