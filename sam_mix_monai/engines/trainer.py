@@ -239,7 +239,7 @@ class SAMMixTrainer(SupervisedTrainer):
             views, label = self._fixmatch_views(engine, iteration)
             # the bare module: DDP's reduction was prepared by the labelled forward through the wrapper,
             # whose graph holds every classifier parameter (a second wrapper forward before one backward is not allowed)
-            return self._fixmatch_terms(unwrap(net)(views, classify_only=True)["class_logits"], label)
+            return self._fixmatch_terms(unwrap(net)(views, classify_only=True, with_head=False)["class_logits"], label)
         image, label = self._unlabelled_image(engine)
         aug = self.augment
         with self._views():

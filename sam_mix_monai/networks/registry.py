@@ -197,9 +197,10 @@ def _sam_branch(cfg: ModelConfig, load_pretrained: bool) -> nn.Module:
 
 
 def _build_sam_mix(cfg: ModelConfig, load_pretrained: bool) -> nn.Module:
+    sam = _sam_branch(cfg, load_pretrained)
     net = SAMMix(
         classifier=build_classifier(cfg.classifier_size),
-        sam=_sam_branch(cfg, load_pretrained),
+        sam=sam,
         cam_threshold=cfg.cam_threshold,
         cls_threshold=cfg.cls_threshold,
         lcc_iterations=cfg.lcc_iterations,
@@ -212,7 +213,7 @@ def _build_sam_mix(cfg: ModelConfig, load_pretrained: bool) -> nn.Module:
         skip_gated=cfg.skip_gated,
         box_clip_body=cfg.box_clip_body,
         cam_inside_body=cfg.cam_inside_body,
-        liver_head=LiverHead(width=cfg.liver_head_width) if cfg.liver_head else None,
+        liver_head=LiverHead(int(sam.prompt_encoder.embed_dim), cfg.liver_head_width) if cfg.liver_head else None,
     )
     net.prompt_mode, net.volume_evidence = cfg.prompt_mode, cfg.volume_evidence  # whole-volume inference defaults
     return net

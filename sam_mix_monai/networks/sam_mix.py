@@ -274,7 +274,8 @@ class SAMMix(nn.Module):
             out["cam_mask"] = F.interpolate(out["cam_mask"], size=hw, mode="nearest")
         return out
 
-    def forward(self, image: torch.Tensor, extra: torch.Tensor | None = None, classify_only: bool = False) -> dict[str, torch.Tensor]:
+    def forward(self, image: torch.Tensor, extra: torch.Tensor | None = None, classify_only: bool = False,
+                with_head: bool = True) -> dict[str, torch.Tensor]:
         """Segment a batch of slices: :meth:`prompt`, then :meth:`segment` on every slice.
 
         Every slice goes through SAM, including those the classifier calls liver-free (training and
@@ -294,7 +295,9 @@ class SAMMix(nn.Module):
             image: (B, 1, H, W) CT slices in [0, 1]; resized (bilinear) to ``image_size`` when needed.
             extra: (E, 1, H', W') further slices for the classifier only (``None``: none).
             classify_only: skip the prompts and SAM: only ``class_logits`` and ``extra_class_logits``
-                are returned.
+                are returned (and ``head_logits``).
+            with_head: with a liver head, also return its ``head_logits`` for ``image`` (``False``: not
+                computed; the trainer's unlabelled views, whose embeddings no cache holds).
 
         Returns:
             dict of tensors (``S = image_size``); ``extra_class_logits`` (E, 2) with ``extra``:
@@ -318,11 +321,11 @@ class SAMMix(nn.Module):
             b = x.shape[0]
             extra_out = {} if extra is None else {"extra_class_logits": logits[b:]}
             if classify_only:
-                if self.liver_head is not None:
+                if self.liver_head is not None and with_head:
                     extra_out["head_logits"] = self.head_logits(x)
                 return {"class_logits": logits[:b], "liver_map": self.liver_map(feats[:b]), **extra_out}
             prompts = self._prompts(x, logits[:b], feats[:b])
-        if self.liver_head is not None:  # one encoding for the head and SAM
+        if self.liver_head is not None and with_head:  # one encoding for the head and SAM
             prompts["embeddings"] = sam_encode(self.sam, prompts["image"])
             extra_out["head_logits"] = self.head_logits(prompts["image"], prompts["embeddings"])
         present = prompts["liver_present"]
