@@ -141,10 +141,11 @@ def score_masks(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) -> 
 
 
 def segment_with_checkpoint(checkpoint: PathLike, image: PathLike, out_dir: PathLike, progress: bool = False,
-                            precision: str = "fp32") -> Any:
+                            precision: str = "fp32", prompt_mode: str | None = None) -> Any:
     """Segment one input with a training checkpoint exactly as ``sam-mix infer --preview`` does.
 
-    ``precision`` is ``sam-mix infer --precision`` (``fp32`` or ``bf16`` autocast).
+    ``precision`` is ``sam-mix infer --precision`` (``fp32`` or ``bf16`` autocast), ``prompt_mode`` its
+    ``--prompt-mode`` (``None``: the model's own).
 
     Returns:
         The :class:`~sam_mix_monai.inference.runner.CaseResult` (mask, JSON, preview written to ``out_dir``).
@@ -162,7 +163,8 @@ def segment_with_checkpoint(checkpoint: PathLike, image: PathLike, out_dir: Path
     inferer = VolumeSliceInferer(image_size=settings.get("image_size") or mcfg.image_size,
                                  batch_size=settings.get("batch_size") or 8,
                                  window=settings.get("window") or DEFAULT_WINDOW, device="cpu")
-    report = segment_cases([image], SlicePredictor(network, device="cpu", precision=precision), inferer, out_dir,
+    report = segment_cases([image], SlicePredictor(network, device="cpu", precision=precision, prompt_mode=prompt_mode),
+                           inferer, out_dir,
                            preview=True, progress=progress)
     res = report.results[0]
     if not res.ok:
@@ -184,15 +186,26 @@ def _cam_prompt_text(run_dir: Path) -> str:
     return kind + clip + (f", box refined {refine}x from SAM's mask" if refine and "box" in kind else "")
 
 
+def _is_sam_mix(run_dir: Path) -> bool:
+    import yaml
+
+    try:
+        model = (yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}).get("model") or {}
+    except (OSError, yaml.YAMLError):
+        return False
+    return model.get("name", "sam_mix") == "sam_mix"
+
+
 def _trained_row(label: str, run_dir: Path, image: Path, ref: np.ndarray, spacing: np.ndarray, out: Path,
-                 progress: bool, precision: str) -> tuple[RealCtRow, np.ndarray | None]:
+                 progress: bool, precision: str, prompt_mode: str | None = None) -> tuple[RealCtRow, np.ndarray | None]:
     import nibabel as nib
 
     t0 = time.perf_counter()
     row = RealCtRow(label, "none (dense prediction)")
     try:
         slug = re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_") or "run"
-        res = segment_with_checkpoint(run_dir / "best.pt", image, out / "real_ct" / slug, progress, precision)
+        res = segment_with_checkpoint(run_dir / "best.pt", image, out / "real_ct" / slug, progress, precision,
+                                      prompt_mode)
     except InputError as e:
         row.error = str(e)
         return row, None
@@ -200,8 +213,10 @@ def _trained_row(label: str, run_dir: Path, image: Path, ref: np.ndarray, spacin
     row.dice, row.hd95_mm = score_masks(mask, ref, spacing)
     s = res.summary
     row.volume_ml, row.quality, row.reasons = s.get("liver_volume_ml"), s.get("quality"), list(s.get("quality_reasons", []))
-    if s.get("mean_classifier_confidence") is not None:
-        row.prompt = f"automatic: {_cam_prompt_text(run_dir)}, classifier gate"
+    if prompt_mode == "volume":
+        row.prompt = "automatic: one 3D box prompt per CT (smooth edges, every slice of the liver's range)"
+    elif s.get("mean_classifier_confidence") is not None:
+        row.prompt = f"automatic, per slice: {_cam_prompt_text(run_dir)}, classifier gate"
     row.seconds = time.perf_counter() - t0
     return row, mask
 
@@ -303,7 +318,12 @@ def run_real_ct(runs: Sequence[tuple[str, Path]], out: Path, progress: bool = Fa
     affine = np.asarray(ct.affine, dtype=np.float64)
     spacing = voxel_spacing(affine)
     ref_ml = round(float(ref.sum()) * float(abs(np.linalg.det(affine[:3, :3]))) / 1000.0, 1)
-    results = [_trained_row(lab, Path(d), image, ref, spacing, out, progress, precision) for lab, d in runs]
+    results = []
+    for lab, d in runs:  # a SAM-Mix in both prompt modes: volume (the default) and slice (the paper's)
+        modes = ("volume", "slice") if _is_sam_mix(Path(d)) else (None,)
+        for mode in modes:
+            name = lab if mode is None else f"{lab}, {mode} prompt" + ("s" if mode == "slice" else "")
+            results.append(_trained_row(name, Path(d), image, ref, spacing, out, progress, precision, mode))
     if prompted:
         try:
             results += _prompted_rows(ct, ref, spacing, precision)
