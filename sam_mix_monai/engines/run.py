@@ -136,6 +136,20 @@ def _trainable(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
+def _fast_frozen_encoder(sam: nn.Module, device: torch.device) -> tuple[nn.Module | None, str]:
+    """A frozen LiteMedSAM encoder on the CPU computes the cache's embeddings through ONNX Runtime (3x eager fp32)."""
+    from sam_mix_monai.networks.lite_medsam import LiteImageEncoder
+    from sam_mix_monai.networks.onnx_encoder import OnnxEncoder
+
+    if device.type != "cpu" or not isinstance(sam.image_encoder, LiteImageEncoder):
+        return None, "torch"
+    try:
+        return OnnxEncoder(sam.image_encoder, batch=1), "onnxruntime"
+    except Exception as e:  # no ONNX Runtime, or an export problem: the eager encoder is correct, only slower
+        logger.warning("frozen encoder through ONNX Runtime unavailable (%s): eager PyTorch", e)
+        return None, "torch"
+
+
 def build_training(cfg: ExperimentConfig, run_dir: PathLike, resume: bool = False) -> TrainingJob:
     """Build data streams, network, optimiser, scheduler, engines and handlers of this rank.
 
@@ -159,7 +173,8 @@ def build_training(cfg: ExperimentConfig, run_dir: PathLike, resume: bool = Fals
         torch.manual_seed(tc.seed)
     model = build_model(cfg.model)
     if hasattr(model, "sam") and cfg.model.resolved_encoder_mode() == "frozen":  # encoder once per distinct slice
-        attach_embedding_cache(model.sam, cfg.model.embedding_cache_mb, cfg.model.embedding_cache_dir)
+        compute, backend = _fast_frozen_encoder(model.sam, device)
+        attach_embedding_cache(model.sam, cfg.model.embedding_cache_mb, cfg.model.embedding_cache_dir, compute, backend)
         if cfg.augment.labelled and (cfg.loss.seg_dice > 0 or cfg.loss.seg_bce > 0 or cfg.loss.iou > 0):
             logger.warning("encoder_mode frozen with augment.labelled: augmented labelled views miss the embedding cache")
     record = RunRecord(cfg.model.model_dump(mode="json"), cfg.model_dump(mode="json"), __version__, git_commit(),

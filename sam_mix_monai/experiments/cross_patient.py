@@ -109,15 +109,6 @@ def _jobs(cfg: CrossPatientConfig, base: Path, root: Path) -> list[tuple[TrainJo
     return out
 
 
-class _Done:
-    """A finished earlier run (reused)."""
-
-    status, seconds = "done", 0.0
-
-    def __init__(self, run_dir: Path) -> None:
-        self.log = Path(f"{run_dir}.log")
-
-
 def _finished(run_dir: Path) -> bool:
     return (run_dir / "last.pt").is_file() and (run_dir / "metrics.json").is_file()
 
@@ -135,29 +126,32 @@ def _score(checkpoint: Path | None, cases: dict[str, Any], names: Sequence[str],
     return {name: score_segmenter(seg, cases[name]) for name in names}
 
 
-def _oracle(case: Any) -> dict[str, Any]:
-    """The reference's box on every liver slice, pretrained LiteMedSAM (an upper bound)."""
+def _oracle(case: Any, cache_dir: str) -> dict[str, Any]:
+    """The reference's box on every liver slice, the pretrained LiteMedSAM (an upper bound, never a result).
+
+    The boxes are the reference's tight per-slice boxes (:func:`.volume_prompt.volume_prompt` of the reference
+    without smoothing or margin), decoded with the slice preparation of the volume mode (shared embedding cache).
+    """
     import numpy as np
 
     from sam_mix_monai.experiments.real_ct import score_masks
-    from sam_mix_monai.inference.box3d import pretrained_box_sam
     from sam_mix_monai.inference.geometry import AxialGeometry
-    from sam_mix_monai.inference.volume import volume_array
-    from sam_mix_monai.networks.box_prompt import encode_slices, predict_box_mask, prepare_sam_slice
+    from sam_mix_monai.inference.volume import VolumeSliceInferer, volume_array
+    from sam_mix_monai.inference.volume_mode import segment_given_prompt
+    from sam_mix_monai.inference.volume_prompt import VolumePromptSettings, volume_prompt
+    from sam_mix_monai.networks import ModelConfig, build_model
+    from sam_mix_monai.networks.embedding_cache import attach_embedding_cache
 
-    sam = pretrained_box_sam("cpu")
+    model = build_model(ModelConfig(name="sam_mix", size="lite_medsam", classifier="compact", encoder_mode="frozen")).eval()
+    attach_embedding_cache(model.sam, 4096, cache_dir)
     arr = volume_array(case.image)
     geo = AxialGeometry(np.asarray(case.image.affine, dtype=np.float64), arr.shape)
-    ref = geo.read_slab(case.reference, 0, geo.depth)
-    img = np.clip(geo.read_slab(arr, 0, geo.depth).astype(np.float32), -160, 240)
-    masks = np.zeros(ref.shape, np.uint8)
-    for z in np.flatnonzero(ref.any(axis=(1, 2))):
-        rows, cols = np.flatnonzero(ref[z].any(axis=1)), np.flatnonzero(ref[z].any(axis=0))
-        prep = encode_slices(sam, [prepare_sam_slice(img[z], sam)])[0]
-        masks[z] = predict_box_mask(sam, prep, (cols[0], rows[0], cols[-1], rows[-1])).mask
-    out = np.zeros(arr.shape, np.uint8)
-    geo.write_slab(out, masks, 0, geo.depth)
-    dice, hd95 = score_masks(out, case.reference, case.spacing)
+    ref = geo.read_slab(case.reference, 0, geo.depth).astype(np.float32)
+    sy, sx, dz = geo.ras_spacing[1], geo.ras_spacing[0], geo.ras_spacing[2]
+    tight = VolumePromptSettings(threshold=0.5, z_smooth_mm=0.0, edge_smooth_mm=0.0, margin_mm=0.0)
+    prompt = volume_prompt(ref, ref.any(axis=(1, 2)), (sy, sx, dz), geo.slice_shape, tight)
+    mask = segment_given_prompt(case.image, model, VolumeSliceInferer(image_size=256), prompt)
+    dice, hd95 = score_masks(mask, case.reference, case.spacing)
     return {"dice": round(dice, 4), "hd95": None if np.isnan(hd95) else round(hd95, 2)}
 
 
@@ -168,9 +162,9 @@ def _mean_sd(values: Sequence[float]) -> str:
     return f"{statistics.mean(values):.3f} ± {sd:.3f}" + (f" (n={len(values)})" if len(values) != 3 else "")
 
 
-def _report(cfg: CrossPatientConfig, rows: list[dict[str, Any]], zero: dict[str, Any], seconds: float) -> str:
-    cases = sorted({c for r in rows for c in r["scores"]} | set(zero.get("oracle box", {})))
-    lines = [f"# {cfg.name}", "", f"CPU: {cpu_model()}. Wall time {seconds / 60:.1f} min. Regenerate with "
+def _report(cfg: CrossPatientConfig, rows: list[dict[str, Any]], zero: dict[str, Any]) -> str:
+    cases = sorted({c for r in rows for c in r["scores"]} | {c for per in zero.values() for c in per})
+    lines = [f"# {cfg.name}", "", f"CPU: {cpu_model()}. Regenerate with "
              f"`python -m sam_mix_monai.experiments.cross_patient --config configs/study_cross_patient.yaml`.", "",
              "3D Dice on whole CTs of patients the model never saw (mean ± sd over seeds; infer path, largest 3D "
              "component). The training patient of each fold is named after the model.", "",
@@ -187,44 +181,74 @@ def _report(cfg: CrossPatientConfig, rows: list[dict[str, Any]], zero: dict[str,
     return "\n".join(lines) + "\n"
 
 
-def run_cross_patient(cfg: CrossPatientConfig, base: Path, only_zero_shot: bool = False) -> dict[str, Any]:
-    """Train, score and report the whole protocol (see the module docstring); returns the JSON record."""
+SCORES = "cross_patient_scores.json"
+
+
+def _score_job(cfg: CrossPatientConfig, job: TrainJob, model: CrossModel, tests: Sequence[str], cases: dict[str, Any]) -> Path:
+    """Train ``job`` unless it is finished, score its ``last.pt`` on ``tests``, write the scores into its run dir."""
+    out = job.run_dir / SCORES
+    if out.is_file():
+        return out
+    t0 = time.perf_counter()
+    if not _finished(job.run_dir):
+        res = run_training_jobs([job], threads=cfg.threads, progress=False)[0]
+        if res.status == "failed":
+            raise RuntimeError(f"training {job.name} failed: see {res.log}")
+    train_seconds = time.perf_counter() - t0
+    modes = [None, "slice"] if model.slice_mode_row else [None]
+    scores = {mode or "own": _score(job.run_dir / "last.pt", cases, tests, cfg.embedding_cache_dir, mode) for mode in modes}
+    out.write_text(json.dumps({"train_seconds": round(train_seconds, 1), "scores": scores}, indent=1), encoding="utf-8")
+    return out
+
+
+def _collect(cfg: CrossPatientConfig, jobs: list[tuple[TrainJob, CrossModel, str, int, int]]) -> list[dict[str, Any]]:
+    rows = []
+    for job, model, train, n, seed in jobs:
+        path = job.run_dir / SCORES
+        if not path.is_file():
+            continue
+        rec = json.loads(path.read_text(encoding="utf-8"))
+        for mode, scores in rec["scores"].items():
+            label = f"{model.label}-{n}" + (" (slice prompts)" if mode == "slice" else "")
+            rows.append({"row": label, "train": train, "seed": seed, "train_seconds": rec.get("train_seconds"),
+                         "scores": scores})
+    return rows
+
+
+def run_cross_patient(cfg: CrossPatientConfig, base: Path, only: Sequence[str] = (), zero_shot: bool = True,
+                      train: bool = True) -> dict[str, Any]:
+    """Train and score every job (labels matching ``only``, all without), then write the report of what is there.
+
+    Each job's scores live in its run directory, so several processes (``--only``) can share a study;
+    the zero-shot rows are stored in ``<output_dir>/zero_shot.json``.
+    """
     from sam_mix_monai.experiments.real_cases import load_real_case, real_root
 
-    t0 = time.perf_counter()
     root = real_root(cfg.real_root)
     names = sorted({c for f in cfg.folds for c in [*f.test, f.train]})
     cases = {n: load_real_case(n, root) for n in names}
-    zero: dict[str, Any] = {}
-    if cfg.zero_shot:
+    zero_file = Path(cfg.output_dir) / "zero_shot.json"
+    zero: dict[str, Any] = json.loads(zero_file.read_text(encoding="utf-8")) if zero_file.is_file() else {}
+    if cfg.zero_shot and zero_shot:
         from sam_mix_monai.networks.default_model import DEFAULT_MODEL
 
         if DEFAULT_MODEL.is_file():
             zero["default model (phantoms)"] = _score(None, cases, names, cfg.embedding_cache_dir)
-        zero["oracle box (upper bound)"] = {n: _oracle(cases[n]) for n in names}
-    rows = []
-    if not only_zero_shot:
-        jobs = _jobs(cfg, base, root)
-        todo = [j for j, *_ in jobs if not _finished(j.run_dir)]  # no test split: a run is done once trained
-        ran = {r.job.name: r for r in run_training_jobs(todo, workers=cfg.workers, threads=cfg.threads)}
-        results = [ran.get(j.name) or _Done(j.run_dir) for j, *_ in jobs]
-        fold_tests = {f.train: f.test for f in cfg.folds}
-        for (job, model, train, n, seed), res in zip(jobs, results):
-            if res.status == "failed":
-                rows.append({"row": f"{model.label}-{n}", "train": train, "seed": seed, "failed": str(res.log), "scores": {}})
-                continue
-            ckpt = job.run_dir / "last.pt"
-            modes = [None, "slice"] if model.slice_mode_row else [None]
-            for mode in modes:
-                label = f"{model.label}-{n}" + (" (slice prompts)" if mode == "slice" else "")
-                rows.append({"row": label, "train": train, "seed": seed, "seconds_train": round(res.seconds, 1),
-                             "scores": _score(ckpt, cases, fold_tests[train], cfg.embedding_cache_dir, mode)})
-    seconds = time.perf_counter() - t0
-    record = {"name": cfg.name, "cpu": cpu_model(), "seconds": round(seconds, 1), "rows": rows, "zero_shot": zero}
+        zero["oracle box (upper bound)"] = {n: _oracle(cases[n], cfg.embedding_cache_dir) for n in names}
+        zero_file.parent.mkdir(parents=True, exist_ok=True)
+        zero_file.write_text(json.dumps(zero, indent=1), encoding="utf-8")
+    jobs = _jobs(cfg, base, root)
+    fold_tests = {f.train: f.test for f in cfg.folds}
+    if train:
+        for job, model, fold, n, seed in jobs:
+            if not only or any(job.name.startswith(o) for o in only):
+                _score_job(cfg, job, model, fold_tests[fold], cases)
+    rows = _collect(cfg, jobs)
+    record = {"name": cfg.name, "cpu": cpu_model(), "rows": rows, "zero_shot": zero}
     report = Path(cfg.report)
     report.parent.mkdir(parents=True, exist_ok=True)
     report.with_suffix(".json").write_text(json.dumps(record, indent=1), encoding="utf-8")
-    report.with_suffix(".md").write_text(_report(cfg, rows, zero, seconds), encoding="utf-8")
+    report.with_suffix(".md").write_text(_report(cfg, rows, zero), encoding="utf-8")
     return record
 
 
@@ -232,11 +256,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m sam_mix_monai.experiments.cross_patient --config FILE [--zero-shot-only]``."""
     p = argparse.ArgumentParser(prog="cross_patient", description=__doc__.splitlines()[0])
     p.add_argument("--config", required=True)
-    p.add_argument("--zero-shot-only", action="store_true")
+    p.add_argument("--only", action="append", default=[], metavar="PREFIX",
+                   help="only the jobs whose name starts with PREFIX (e.g. SAM-Mix-50); repeatable")
+    p.add_argument("--no-zero-shot", action="store_true", help="skip (keep) the zero-shot rows")
+    p.add_argument("--report-only", action="store_true", help="write the report of what is there, train nothing")
     args = p.parse_args(argv)
     path = Path(args.config)
     cfg = CrossPatientConfig(**read_yaml_mapping(path, "cross-patient study config", "must be a mapping"))
-    run_cross_patient(cfg, path.parent, args.zero_shot_only)
+    run_cross_patient(cfg, path.parent, args.only, zero_shot=not args.no_zero_shot, train=not args.report_only)
     print(Path(cfg.report).with_suffix(".md").read_text(encoding="utf-8"))
     return 0
 

@@ -34,7 +34,7 @@ from sam_mix_monai.inference.volume_prompt import VolumePrompt, VolumePromptSett
 from sam_mix_monai.networks.decoding import sam_decode, sam_encode
 from sam_mix_monai.utils.precision import autocast
 
-__all__ = ["EVIDENCE", "VolumeModeResult", "resolve_evidence", "segment_volume_prompt"]
+__all__ = ["EVIDENCE", "VolumeModeResult", "resolve_evidence", "segment_given_prompt", "segment_volume_prompt"]
 
 #: Per-slice evidence a volume prompt can come from.
 EVIDENCE = ("head", "cam")
@@ -211,6 +211,26 @@ def segment_volume_prompt(
         prob_img = np.zeros(arr.shape, dtype=np.float16, order="F")
         geo.write_slab(prob_img, probs, 0, depth)
     return VolumeModeResult(mask, prob_img, prob, iou, prompt, sorted(slices.embeddings), evidence)
+
+
+@torch.no_grad()
+def segment_given_prompt(volume: Any, model: Any, inferer: VolumeSliceInferer, prompt: VolumePrompt,
+                         precision: str = "fp32") -> np.ndarray:
+    """Decode a given 3D prompt (e.g. the reference's boxes: the oracle row) with the same slice preparation.
+
+    Returns:
+        The ``(X, Y, Z)`` ``uint8`` mask on the input grid.
+    """
+    arr = volume_array(volume)
+    affine = np.asarray(volume.affine, dtype=np.float64) if hasattr(volume, "affine") else np.eye(4)
+    geo = AxialGeometry(affine, arr.shape)
+    device = next(model.parameters()).device
+    size = inferer.image_size or model.image_size
+    slices = _Slices(model, inferer, arr, geo, size, device, precision)
+    masks, _, _ = _decode(model, slices, prompt, size, geo.slice_shape, inferer, False, None)
+    mask = np.zeros(arr.shape, dtype=np.uint8, order="F")
+    geo.write_slab(mask, masks, 0, geo.depth)
+    return mask
 
 
 def _decode(model: Any, slices: _Slices, prompt: VolumePrompt, size: int, hw: tuple[int, int],

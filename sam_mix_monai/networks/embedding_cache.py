@@ -58,6 +58,9 @@ class EmbeddingCache:
     """
 
     def __init__(self, fingerprint: str, max_bytes: int = 2 << 30, directory: str | Path | None = None) -> None:
+        #: computes the missing embeddings instead of the encoder passed to :meth:`encode` (e.g. an ONNX Runtime
+        #: export of it: :func:`attach_embedding_cache` with ``compute``); ``None``: that encoder
+        self.compute: nn.Module | None = None
         self.fingerprint = fingerprint
         self.max_bytes = int(max_bytes)
         self.nbytes = 0
@@ -98,7 +101,7 @@ class EmbeddingCache:
         self.misses += len(missing)
         if missing:
             with torch.no_grad():
-                fresh = encoder(x[missing])
+                fresh = (self.compute or encoder)(x[missing])
             for i, emb in zip(missing, fresh):
                 found[i] = emb
                 self._keep(keys[i], emb.detach())
@@ -135,7 +138,8 @@ def _autocast_state(device: torch.device) -> str:
     return "off"
 
 
-def attach_embedding_cache(sam: nn.Module, max_mb: int, directory: str | Path | None = None) -> EmbeddingCache | None:
+def attach_embedding_cache(sam: nn.Module, max_mb: int, directory: str | Path | None = None,
+                           compute: nn.Module | None = None, backend: str = "torch") -> EmbeddingCache | None:
     """Give a SAM with a frozen encoder an :class:`EmbeddingCache` (``sam.embedding_cache``).
 
     A plain attribute, not a submodule: the state dict and checkpoints are unchanged.
@@ -144,6 +148,10 @@ def attach_embedding_cache(sam: nn.Module, max_mb: int, directory: str | Path | 
         sam: the SAM (its image encoder must have no trainable parameter).
         max_mb: memory cap in MiB (0 and no ``directory``: no cache).
         directory: on-disk cache root, or ``None`` (memory only).
+        compute: what computes a missing embedding (``None``: the encoder itself), e.g. its ONNX Runtime
+            export (:class:`~sam_mix_monai.networks.onnx_encoder.OnnxEncoder`, 3x eager fp32 on a CPU).
+        backend: the name of that backend, part of the on-disk key (embeddings of two backends differ in
+            the last bits, so they are never mixed).
 
     Returns:
         The cache, or ``None`` for ``max_mb == 0``.
@@ -156,7 +164,11 @@ def attach_embedding_cache(sam: nn.Module, max_mb: int, directory: str | Path | 
         return None
     if any(p.requires_grad for p in sam.image_encoder.parameters()):
         raise ValueError("an embedding cache needs a frozen image encoder (encoder_mode: frozen)")
-    cache = EmbeddingCache(encoder_fingerprint(sam.image_encoder), max(max_mb, 0) << 20, directory)
+    fingerprint = encoder_fingerprint(sam.image_encoder)
+    if backend != "torch":
+        fingerprint = hashlib.sha1(f"{fingerprint}:{backend}".encode()).hexdigest()
+    cache = EmbeddingCache(fingerprint, max(max_mb, 0) << 20, directory)
+    cache.compute = compute
     sam.embedding_cache = cache
     logger.info("frozen SAM encoder: embedding cache up to %d MiB in memory%s", max_mb,
                 f", on disk in {cache.directory}" if cache.directory else "")

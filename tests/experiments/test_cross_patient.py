@@ -43,7 +43,7 @@ def test_report_gives_mean_and_sd_per_case_and_the_cpu():
     cfg = CrossPatientConfig(name="demo study", folds=[{"train": "a", "test": ["b"]}],
                              models=[{"label": "M", "config": "m.yaml", "n_labelled": [5]}])
     rows = [{"row": "M-5", "train": "a", "seed": s, "scores": {"b": {"dice": d}}} for s, d in enumerate((0.9, 0.8, 0.7))]
-    text = _report(cfg, rows, {"oracle box (upper bound)": {"b": {"dice": 0.97}}}, 60.0)
+    text = _report(cfg, rows, {"oracle box (upper bound)": {"b": {"dice": 0.97}}})
     assert "| M-5 | a | 0.800 ± 0.100 |" in text and "0.970" in text and cpu_model() in text
 
 

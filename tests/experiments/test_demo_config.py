@@ -35,6 +35,8 @@ def test_shipped_demo_config_is_valid_and_consistent():
     sam = cfgs[0]  # the documented demo design: pretrained LiteMedSAM as is, only the prompt path trains
     assert sam.model.size == "lite_medsam" and sam.model.resolved_encoder_mode() == "frozen"
     assert sam.model.prompts == "box" and (sam.loss.seg_dice, sam.loss.seg_bce, sam.loss.iou) == (0.0, 0.0, 0.0)
+    assert sam.model.liver_head and sam.loss.head > 0 and sam.model.prompt_mode == "volume"  # the default model's design
+    assert sam.train.precision == "fp32" and not sam.augment.labelled  # one model on every CPU; cached embeddings
     assert demo.infer_precision in ("fp32", "bf16")
     assert default_demo_config().name == "demo.yaml"
 
