@@ -229,7 +229,13 @@ def apply_encoder_backend(sam: nn.Module, device: torch.device | str, backend: s
     sam.eval()
     enc = sam.image_encoder
     digest = weights_hash(enc)
-    fp32 = _onnx(enc, digest, "none", threads)
+    try:
+        fp32 = _onnx(enc, digest, "none", threads)
+    except Exception as e:  # noqa: BLE001 (any exporter / runtime failure)
+        if backend != "auto" or quantization != "none":
+            raise
+        logger.warning("ONNX export of the image encoder failed (%s: %s): eager PyTorch runs it", type(e).__name__, e)
+        return "torch"
     sam.image_encoder = fp32
     if quantization == "int8":
         q = _onnx(enc, digest, "int8", threads)

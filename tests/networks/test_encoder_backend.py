@@ -176,3 +176,16 @@ def test_onnx_runtime_matches_eager_on_a_real_ct_slice(lite, tmp_path: Path, mon
             assert masks[0].sum() > 1000 and dice >= MASK_DICE_FLOOR, dice
     finally:
         lite.image_encoder = eager
+
+
+def test_auto_falls_back_to_torch_when_the_export_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fresh_cache(tmp_path, monkeypatch)
+
+    def broken(*a):
+        raise RuntimeError("exporter broke")
+
+    monkeypatch.setattr(eb, "export_encoder", broken)
+    sam = build_sam("lite_medsam", 256)
+    assert apply_encoder_backend(sam, "cpu") == "torch" and not isinstance(sam.image_encoder, OnnxEncoder)
+    with pytest.raises(RuntimeError, match="exporter broke"):  # asked for explicitly: the error stands
+        apply_encoder_backend(sam, "cpu", "onnxruntime")
