@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 # (seen here: reports with "±" then failed to read back as ASCII).
 export PYTHONUTF8 := 1
 
-.PHONY: install demo test test-all bench bench-data bench-model bench-train bench-infer lock clean
+.PHONY: install demo test test-all bench bench-data bench-model bench-train bench-infer bench-default bench-backends bench-gpu lock clean
 
 install: $(STAMP)
 
@@ -37,7 +37,7 @@ test-all: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # Every benchmark, then docs/benchmarks.md from their JSON records (runs/bench/*.json).
-bench: bench-data bench-model bench-train bench-infer
+bench: bench-data bench-model bench-train bench-infer bench-default bench-backends bench-gpu
 	$(PY) benchmarks/report.py --out docs/benchmarks.md
 
 bench-data: install
@@ -52,6 +52,19 @@ bench-train: install
 bench-infer: install
 	$(PY) benchmarks/bench_infer.py
 	$(PY) benchmarks/bench_lite.py
+
+# The default path, file in to mask, on the phantom and ../shared's real CTs, beside the naive loop
+# (BENCH_CHECKPOINT=best.pt: a SAM-Mix checkpoint instead of the pretrained LiteMedSAM + reference box).
+bench-default: install
+	$(PY) benchmarks/bench_default.py $(if $(BENCH_CHECKPOINT),--checkpoint $(BENCH_CHECKPOINT))
+
+# Encoder backends (eager fp32 / ONNX Runtime fp32 / bf16 / int8): 3D Dice change and speed on real CT.
+bench-backends: install
+	$(PY) benchmarks/bench_backends.py
+
+# CUDA only: slices/s of LiteMedSAM and ViT-B under fp16 / bf16 autocast; one skip line without CUDA.
+bench-gpu: install
+	$(PY) benchmarks/bench_gpu.py
 
 # Refresh constraints.txt from the current environment (after a deliberate upgrade).
 lock: install

@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
+from report_speed import backends_section, default_section, gpu_section  # noqa: E402 (benchmarks/ on sys.path)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -193,6 +195,9 @@ SECTIONS: tuple[tuple[str, Callable[[dict], list[str]]], ...] = (
     ("bench_train.json", train_section),
     ("bench_infer.json", infer_section),
     ("bench_lite.json", lite_section),
+    ("bench_default.json", default_section),
+    ("bench_backends.json", backends_section),
+    ("bench_gpu.json", gpu_section),
 )
 
 

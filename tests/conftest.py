@@ -130,3 +130,17 @@ def load_split(store: Path, split: str):
     items = ds.__getitems__(list(range(len(ds))))
     return (torch.stack([i["image"] for i in items]), torch.stack([i["mask"] for i in items]),
             torch.stack([i["label"] for i in items]))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _onnx_cache_in_tmp(tmp_path_factory):
+    """Exported ONNX encoders go to a session temporary folder, not the user's cache."""
+    import os
+
+    old = os.environ.get("SAM_MIX_CACHE_DIR")
+    os.environ["SAM_MIX_CACHE_DIR"] = str(tmp_path_factory.mktemp("sam_mix_cache"))
+    yield
+    if old is None:
+        os.environ.pop("SAM_MIX_CACHE_DIR", None)
+    else:
+        os.environ["SAM_MIX_CACHE_DIR"] = old

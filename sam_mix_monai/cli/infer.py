@@ -68,8 +68,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
                    help="autocast precision (bf16: faster on recent CPUs; fp16: CUDA only; default fp32)")
     p.add_argument("--fast", action="store_true",
-                   help=f"fastest setting the checkpoint supports: fp16 autocast on CUDA, bf16 on CPU, "
-                        f"batch {FAST_BATCH_SIZE}, a LiteMedSAM encoder through ONNX Runtime on CPU (same weights and slice size)")
+                   help=f"the options that trade exactness for speed: fp16 autocast on CUDA, bf16 on CPU, "
+                        f"batch {FAST_BATCH_SIZE} (same weights and slice size)")
+    p.add_argument("--encoder-backend", default="auto", choices=("auto", "torch", "onnxruntime"),
+                   help="what runs the SAM image encoder: auto (default: ONNX Runtime fp32 for LiteMedSAM on CPU, "
+                        "the same masks as PyTorch within docs/benchmarks.md's tolerance; PyTorch otherwise), "
+                        "torch (eager PyTorch) or onnxruntime (CPU)")
     p.add_argument("--skip-existing", action="store_true", help="leave cases whose mask file exists alone")
     p.add_argument("--save-probabilities", action="store_true",
                    help="also write <case>_liver_probabilities.nii.gz (liver probability, 2 bytes per voxel)")
@@ -133,7 +137,7 @@ def _run(args: argparse.Namespace, inputs: list, out) -> int:
     types = tuple(dict.fromkeys(t for group in (args.output_type or [["nifti"]]) for t in group))
     segmenter = Segmenter(args.checkpoint, args.bundle, args.device, batch_size=args.batch_size, window=args.window,
                           precision=args.precision, fast=args.fast, largest_component=not args.no_lcc,
-                          progress=progress, prompt_mode=args.prompt_mode)
+                          progress=progress, prompt_mode=args.prompt_mode, encoder_backend=args.encoder_backend)
     if len(cases) == 1 and world == 1:  # one case: its problem is the command's error (one line, exit 2)
         if args.skip_existing and mask_path(out, cases[0], types).is_file():
             print(f"{cases[0].name}: skipped, {mask_path(out, cases[0], types)} exists")

@@ -122,7 +122,7 @@ def _score(checkpoint: Path | None, cases: dict[str, Any], names: Sequence[str],
     seg = Segmenter(checkpoint, device="cpu", prompt_mode=prompt_mode)
     sam_mix = seg.predictor.sam_mix if seg.predictor is not None else None
     if sam_mix is not None:  # the frozen encoder's embeddings of the test CTs, shared by every model of the study
-        attach_embedding_cache(sam_mix.sam, 4096, cache_dir)
+        attach_embedding_cache(sam_mix.sam, 4096, cache_dir, backend=f"infer:{seg.encoder_backend}")
     return {name: score_segmenter(seg, cases[name]) for name in names}
 
 
@@ -133,6 +133,7 @@ def _oracle(case: Any, cache_dir: str) -> dict[str, Any]:
     without smoothing or margin), decoded with the slice preparation of the volume mode (shared embedding cache).
     """
     import numpy as np
+    import torch
 
     from sam_mix_monai.experiments.real_ct import score_masks
     from sam_mix_monai.inference.geometry import AxialGeometry
@@ -142,8 +143,11 @@ def _oracle(case: Any, cache_dir: str) -> dict[str, Any]:
     from sam_mix_monai.networks import ModelConfig, build_model
     from sam_mix_monai.networks.embedding_cache import attach_embedding_cache
 
+    from sam_mix_monai.networks.encoder_backend import apply_encoder_backend
+
     model = build_model(ModelConfig(name="sam_mix", size="lite_medsam", classifier="compact", encoder_mode="frozen")).eval()
-    attach_embedding_cache(model.sam, 4096, cache_dir)
+    backend = apply_encoder_backend(model.sam, torch.device("cpu"), "auto", "none")  # as the Segmenter does
+    attach_embedding_cache(model.sam, 4096, cache_dir, backend=f"infer:{backend}")
     arr = volume_array(case.image)
     geo = AxialGeometry(np.asarray(case.image.affine, dtype=np.float64), arr.shape)
     ref = geo.read_slab(case.reference, 0, geo.depth).astype(np.float32)

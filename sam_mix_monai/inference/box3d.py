@@ -153,12 +153,19 @@ def _mask_box(mask: np.ndarray, margin: float, limit: tuple[int, int, int, int])
 START_CANDIDATES = (0.0, -0.0625, 0.0625, -0.125, 0.125, -0.1875, 0.1875, -0.25, 0.25)
 
 
-def _start_slice(sam: Any, slices: np.ndarray, user: tuple[int, int, int, int], middle: int) -> int:
-    """The candidate slice where the SAM is most confident (predicted IoU) of its mask from the user's box."""
+def _start_slice(sam: Any, slices: np.ndarray, user: tuple[int, int, int, int], middle: int,
+                 encoded: dict[int, Any] | None = None) -> int:
+    """The candidate slice where the SAM is most confident (predicted IoU) of its mask from the user's box.
+
+    ``encoded`` (slice index -> prepared slice with its embedding) receives the candidates, so that the
+    propagation does not encode them again.
+    """
     depth = slices.shape[0]
     cands = list(dict.fromkeys(min(max(middle + int(round(f * depth)), 0), depth - 1) for f in START_CANDIDATES))
     prepared = encode_slices(sam, [prepare_sam_slice(slices[k], sam) for k in cands], len(cands))
     scores = [predict_box_mask(sam, prep, user).iou for prep in prepared]
+    if encoded is not None:
+        encoded.update(zip(cands, prepared))
     return cands[int(np.argmax(scores))]
 
 
@@ -207,14 +214,17 @@ def segment_box(
     middle = depth // 2
     pad = margin * max(slices.shape[1:]) / float(sam.image_encoder.img_size)  # SAM input px -> slice px
     bar = tqdm(total=depth, desc="box slices", unit="slice", leave=False, disable=not progress)
+    encoded: dict[int, Any] = {}  # slice index -> prepared slice whose embedding is not used yet
 
     def propagate(order: list[int], prompt: tuple[float, ...] | None) -> None:
         for c in range(0, len(order), batch_size):
             if prompt is None:
                 return
             chunk = order[c : c + batch_size]
-            prepared = encode_slices(sam, [prepare_sam_slice(slices[k], sam) for k in chunk], batch_size)
-            for k, prep in zip(chunk, prepared):
+            todo = [k for k in chunk if k not in encoded]  # each slice is encoded once (the candidates already are)
+            encoded.update(zip(todo, encode_slices(sam, [prepare_sam_slice(slices[k], sam) for k in todo], batch_size)))
+            for k in chunk:
+                prep = encoded.pop(k)
                 out = predict_box_mask(sam, prep, prompt)
                 prep.embedding = None
                 masks[k][inside] = out.mask[inside]  # the user's box bounds the liver
@@ -227,7 +237,7 @@ def segment_box(
                     return
 
     try:
-        start = _start_slice(sam, slices, user, middle) if pick_start else middle
+        start = _start_slice(sam, slices, user, middle, encoded) if pick_start else middle
         propagate(list(range(start, depth)), user)  # the start slice from the user's box, then upwards
         propagate(list(range(start - 1, -1, -1)), _mask_box(masks[start], pad, user))  # then downwards
     finally:

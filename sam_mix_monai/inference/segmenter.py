@@ -80,11 +80,14 @@ class Segmenter:
         batch_size: slices per forward pass (default 8; :data:`FAST_BATCH_SIZE` with ``fast``).
         window: HU window ``(centre, width)`` (default: the training store's, else 40, 400).
         precision: autocast precision ``fp32``, ``bf16`` or ``fp16`` (CUDA only).
-        fast: the fastest configuration the checkpoint supports: autocast in ``fp16`` on CUDA or ``bf16``
-            on the CPU (``fp32`` on MPS), :data:`FAST_BATCH_SIZE` slices per pass, SAM run only on
-            slices the classifier passes (always on), and on the CPU a LiteMedSAM encoder run by ONNX
-            Runtime (:func:`~sam_mix_monai.networks.onnx_encoder.fast_cpu_encoder`; exported once per
-            ``Segmenter``). It changes no weight and no slice size.
+        fast: the options that trade exactness for speed: autocast in ``fp16`` on CUDA or ``bf16`` on the
+            CPU (``fp32`` on MPS), :data:`FAST_BATCH_SIZE` slices per pass, and on the CPU the encoder
+            quantization :data:`~sam_mix_monai.networks.encoder_backend.FAST_QUANTIZATION` where it
+            passed its tolerance check. It changes no weight and no slice size.
+        encoder_backend: what runs the SAM image encoder: ``auto`` (default: ONNX Runtime fp32 for a
+            LiteMedSAM encoder on the CPU, the same masks as PyTorch within the tolerance of
+            docs/benchmarks.md; PyTorch otherwise), ``torch`` (eager PyTorch) or ``onnxruntime``
+            (see :mod:`sam_mix_monai.networks.encoder_backend`; exported once per weights and cached).
         largest_component: keep only the largest 3D connected component.
         progress: progress bars over slices and cases.
         prompt_mode: a SAM-Mix's prompts: ``volume`` (one consistent 3D prompt per CT, the default of
@@ -92,7 +95,7 @@ class Segmenter:
 
     Raises:
         InputError: no or two model sources, an unreadable checkpoint, an unknown or absent device,
-            or an unsupported precision.
+            an unsupported precision, or an unknown encoder backend.
     """
 
     def __init__(
@@ -107,6 +110,7 @@ class Segmenter:
         largest_component: bool = True,
         progress: bool = False,
         prompt_mode: str | None = None,
+        encoder_backend: str = "auto",
     ) -> None:
         from sam_mix_monai.inference.loading import INFERABLE_MODELS, inference_slicing, load_bundle, load_checkpoint
 
@@ -127,6 +131,7 @@ class Segmenter:
             raise InputError(None, "--precision fp16 needs CUDA (use bf16 on CPU)")
         self.fast = bool(fast)
         self.precision = precision
+        self._backend = _check_backend(encoder_backend)
         settings: dict[str, Any] = {}
         network = None
         if bundle is not None:
@@ -142,9 +147,9 @@ class Segmenter:
         self.predictor = None if network is None else SlicePredictor(network, device=self.device, precision=precision,
                                                                             prompt_mode=prompt_mode)
         self._box_sam: Any = None
-        #: the SAM image encoder's backend: ``onnxruntime`` (``fast`` on the CPU, LiteMedSAM) or ``torch``
+        #: the SAM image encoder's backend: ``onnxruntime`` (``auto`` on the CPU, LiteMedSAM) or ``torch``
         self.encoder_backend = "torch"
-        if self.fast and self.predictor is not None and self.predictor.sam_mix is not None:
+        if self.predictor is not None and self.predictor.sam_mix is not None:
             self._speed_up(self.predictor.sam_mix.sam)
         batch = batch_size or settings.get("batch_size") or (FAST_BATCH_SIZE if fast else _DEFAULT_BATCH)
         if fast and batch_size is None:
@@ -168,8 +173,7 @@ class Segmenter:
                 from sam_mix_monai.inference.box3d import pretrained_box_sam
 
                 self._box_sam = pretrained_box_sam(self.device)
-                if self.fast:
-                    self._speed_up(self._box_sam)
+                self._speed_up(self._box_sam)
             elif self.predictor.sam_mix is not None:
                 self._box_sam = self.predictor.sam_mix.sam.eval()
             else:
@@ -178,12 +182,15 @@ class Segmenter:
         return self._box_sam
 
     def _speed_up(self, sam: Any) -> None:
-        """``fast``: swap a LiteMedSAM encoder for its ONNX Runtime export on the CPU."""
-        from sam_mix_monai.networks.onnx_encoder import fast_cpu_encoder
+        """Run ``sam``'s image encoder on the chosen backend (:func:`.encoder_backend.apply_encoder_backend`)."""
+        from sam_mix_monai.networks.encoder_backend import FAST_QUANTIZATION, apply_encoder_backend
 
-        if fast_cpu_encoder(sam, self.device):
-            self.encoder_backend = "onnxruntime"
-            logger.info("--fast: LiteMedSAM image encoder exported to ONNX Runtime (CPU)")
+        quant = FAST_QUANTIZATION if self.fast and self.device.type == "cpu" and self._backend != "torch" else "none"
+        try:
+            self.encoder_backend = apply_encoder_backend(sam, self.device, self._backend, quant)
+        except ValueError as e:
+            raise InputError(None, f"--encoder-backend {self._backend}: {e}") from e
+        logger.info("SAM image encoder backend: %s (%s)", self.encoder_backend, quant)
 
     def _prompt(self, box: Any) -> tuple[Any, Any]:
         """``(box, sam)`` for the runner: a parsed box and its SAM, or ``(None, None)`` without a box."""
@@ -312,6 +319,14 @@ class Segmenter:
                             self.largest_component, save_probabilities, output_types=output_types, box=prompt, sam=sam)
 
 
+def _check_backend(backend: str) -> str:
+    from sam_mix_monai.networks.encoder_backend import ENCODER_BACKENDS
+
+    if backend not in ENCODER_BACKENDS:
+        raise InputError(None, f"--encoder-backend {backend!r}: expected one of {', '.join(ENCODER_BACKENDS)}")
+    return backend
+
+
 def segment(
     input: ImageInput,
     output: PathLike | None = None,
@@ -327,7 +342,7 @@ def segment(
         checkpoint: training checkpoint (or pass ``bundle=`` in ``options``).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         options: the other :class:`Segmenter` arguments (``bundle``, ``batch_size``, ``window``, ``precision``,
-            ``fast``, ``largest_component``, ``progress``) and those of :meth:`Segmenter.segment`
+            ``fast``, ``largest_component``, ``progress``, ``encoder_backend``) and those of :meth:`Segmenter.segment`
             (``preview``, ``save_probabilities``, ``box``: a 3D box prompt ``"X1,Y1,Z1,X2,Y2,Z2"``; without a
             checkpoint the pretrained LiteMedSAM segments from it alone).
 

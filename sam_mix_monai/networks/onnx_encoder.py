@@ -13,12 +13,13 @@ from __future__ import annotations
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["OnnxEncoder", "fast_cpu_encoder", "use_onnx_encoder"]
+__all__ = ["OnnxEncoder", "export_encoder", "fast_cpu_encoder", "ort_session", "use_onnx_encoder"]
 
 
 class OnnxEncoder(nn.Module):
@@ -29,29 +30,25 @@ class OnnxEncoder(nn.Module):
         batch: the exported batch size (inputs are split / zero-padded to it).
         threads: ONNX Runtime intra-op threads (``None``: torch's thread count).
         path: where to write the ``.onnx`` file (``None``: a temporary folder kept for the session).
+        session: an ONNX Runtime session of an encoder already exported at ``batch`` (then ``encoder``
+            only gives ``img_size``, nothing is exported; see :mod:`.encoder_backend`, which caches them).
     """
 
-    def __init__(self, encoder: nn.Module, batch: int = 8, threads: int | None = None, path: str | Path | None = None) -> None:
+    def __init__(self, encoder: nn.Module, batch: int = 8, threads: int | None = None, path: str | Path | None = None,
+                 session: Any = None) -> None:
         super().__init__()
-        import onnxruntime as ort
-
         self.img_size = int(encoder.img_size)
         self.batch = int(batch)
+        if session is not None:
+            self.path = None if path is None else Path(path)
+            self.session = session
+            return
         if path is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="sam_encoder_onnx_")
             path = Path(self._tmp.name) / "encoder.onnx"
         self.path = Path(path)
-        x = torch.zeros(self.batch, 3, self.img_size, self.img_size)
-        encoder = encoder.eval()
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(encoder, (x,), str(self.path), input_names=["x"], output_names=["embedding"],
-                              opset_version=17, dynamo=False)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(threads or torch.get_num_threads())
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+        export_encoder(encoder, self.path, self.batch)
+        self.session = ort_session(self.path, threads)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Embeddings of (B, 3, S, S) encoder inputs, any B (no gradient)."""
@@ -65,6 +62,29 @@ class OnnxEncoder(nn.Module):
         return torch.cat(outs).to(x.device)
 
 
+def export_encoder(encoder: nn.Module, path: str | Path, batch: int) -> Path:
+    """Export an image encoder to ONNX (TorchScript exporter, opset 17) at a fixed ``batch``; returns ``path``."""
+    size = int(encoder.img_size)
+    x = torch.zeros(int(batch), 3, size, size)
+    encoder = encoder.eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(encoder, (x,), str(path), input_names=["x"], output_names=["embedding"],
+                          opset_version=17, dynamo=False)
+    return Path(path)
+
+
+def ort_session(path: str | Path, threads: int | None = None) -> Any:
+    """A CPU ONNX Runtime session of ``path``: ``threads`` intra-op threads (``None``: torch's), all graph optimisations."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = int(threads or torch.get_num_threads())
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
 def use_onnx_encoder(sam: nn.Module, batch: int = 8, threads: int | None = None) -> nn.Module:
     """Replace ``sam.image_encoder`` by an :class:`OnnxEncoder` of it (inference only; returns ``sam``)."""
     if any(p.requires_grad for p in sam.image_encoder.parameters()) and sam.training:
@@ -74,15 +94,13 @@ def use_onnx_encoder(sam: nn.Module, batch: int = 8, threads: int | None = None)
 
 
 def fast_cpu_encoder(sam: nn.Module, device: torch.device | str) -> bool:
-    """Run a frozen LiteMedSAM encoder on the CPU through ONNX Runtime (``--fast``); ``True`` when swapped.
+    """Run a frozen LiteMedSAM encoder on the CPU through ONNX Runtime; ``True`` when swapped.
 
-    Only the TinyViT of LiteMedSAM is swapped: there ONNX Runtime is the fastest CPU backend measured
-    (``benchmarks/bench_lite.py``: 388 vs 1235 ms/slice eager fp32 and 587 ms bf16 autocast, batch 1, 2 threads;
-    batch 1 beats batch 8), and its export takes seconds. ViT-B/L/H encoders and GPUs keep PyTorch.
+    The ``auto`` choice of :func:`.encoder_backend.apply_encoder_backend` (kept for callers of the
+    former ``--fast`` path): only the TinyViT of LiteMedSAM is swapped, there ONNX Runtime is the
+    fastest CPU backend measured (``benchmarks/bench_lite.py``); ViT-B/L/H encoders and GPUs keep PyTorch.
+    The export is cached per weights (:func:`.encoder_backend.onnx_encoder_file`).
     """
-    from sam_mix_monai.networks.lite_medsam import LiteImageEncoder
+    from sam_mix_monai.networks.encoder_backend import apply_encoder_backend
 
-    if torch.device(device).type != "cpu" or not isinstance(sam.image_encoder, LiteImageEncoder):
-        return False
-    use_onnx_encoder(sam.eval(), batch=1)
-    return True
+    return apply_encoder_backend(sam, device, "auto") == "onnxruntime"

@@ -88,3 +88,29 @@ def test_reference_box_on_ircadb_07(ircadb_07: Path) -> None:
 #: Measured 0.942 (0.9423 with and without the 3D largest component; README "A 3D box prompt"); the
 #: floor sits a little under it. Before the largest-2D-component box rule: 0.866.
 DICE_FLOOR_IRCADB = 0.93
+
+
+class _Recorder(torch.nn.Module):
+    """Records a fingerprint of every slice the wrapped encoder sees."""
+
+    def __init__(self, encoder: torch.nn.Module) -> None:
+        super().__init__()
+        self.encoder, self.img_size, self.seen = encoder, encoder.img_size, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen += [round(float(v.double().sum()), 3) for v in x]
+        return self.encoder(x)
+
+
+def test_no_slice_is_encoded_twice() -> None:
+    """The start-slice candidates are encoded once, not again by the propagation (counted at the encoder)."""
+    from sam_mix_monai.networks.sam_builder import build_sam
+
+    torch.manual_seed(0)
+    sam = build_sam("compact", 64).eval()
+    sam.image_encoder = _Recorder(sam.image_encoder)
+    res = segment_box(_phantom_volume(False), Box3D((8, 6, 0), (33, 31, 11)), sam, batch_size=4)
+    prompted = int((~np.isnan(res.chosen_iou)).sum())
+    assert prompted >= 2
+    assert len(sam.image_encoder.seen) == len(set(sam.image_encoder.seen)), sam.image_encoder.seen
+    assert len(sam.image_encoder.seen) <= 12  # at most the box's 12 slices

@@ -75,11 +75,18 @@ def test_import_is_lazy() -> None:
     assert res.stdout.split() == ["False", "False"], res.stderr
 
 
-def test_fast_box_sam_runs_lite_medsam_through_onnx_runtime_on_cpu() -> None:
+def test_box_sam_runs_lite_medsam_through_onnx_runtime_on_cpu_by_default() -> None:
     from sam_mix_monai.networks.onnx_encoder import OnnxEncoder
 
     plain = sam_mix_monai.Segmenter(device="cpu")
-    assert not isinstance(plain.box_sam.image_encoder, OnnxEncoder) and plain.encoder_backend == "torch"
+    assert isinstance(plain.box_sam.image_encoder, OnnxEncoder) and plain.encoder_backend == "onnxruntime"
+    assert plain.precision == "fp32"
+    eager = sam_mix_monai.Segmenter(device="cpu", encoder_backend="torch")
+    assert not isinstance(eager.box_sam.image_encoder, OnnxEncoder) and eager.encoder_backend == "torch"
     fast = sam_mix_monai.Segmenter(device="cpu", fast=True)
     assert isinstance(fast.box_sam.image_encoder, OnnxEncoder) and fast.encoder_backend == "onnxruntime"
-    assert fast.precision == "bf16"  # the decoder still runs under bf16 autocast on the CPU
+    assert fast.precision == "bf16"  # the decoder runs under bf16 autocast on the CPU
+    # the export is shared: the second and third Segmenters reuse the first one's session
+    assert fast.box_sam.image_encoder.session is plain.box_sam.image_encoder.session
+    with pytest.raises(InputError, match="encoder-backend"):
+        sam_mix_monai.Segmenter(device="cpu", encoder_backend="tensorrt")
