@@ -99,11 +99,9 @@ def dicom_source_files(source: PathLike) -> Iterator[list[Path]]:
     with tempfile.TemporaryDirectory(prefix="sam_mix_seg_src_") as tmp:
         folder = src
         if src.is_file() and volume_suffix(src) == ".zip":
-            import zipfile
+            from sam_mix_monai.data.zip_input import extract_all
 
-            with zipfile.ZipFile(src) as zf:
-                for k, member in enumerate(m for m in zf.infolist() if not m.is_dir()):
-                    (Path(tmp) / f"{k:06d}_{Path(member.filename).name}").write_bytes(zf.read(member))
+            extract_all(src, tmp)
             folder = Path(tmp)
         if not (folder.is_dir() and is_dicom_dir(folder)):
             raise InputError(src, "DICOM-SEG output needs a DICOM series input (a DICOM-SEG references the source "

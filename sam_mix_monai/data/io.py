@@ -140,21 +140,31 @@ def _read_sitk_file(path: Path) -> MetaTensor:
     return _from_sitk(image, path)
 
 
+def _quiet_is_dicom_dir(folder: PathLike) -> bool:
+    """:func:`is_dicom_dir` without GDCM's "No Series were found" warning on stderr."""
+    import SimpleITK as sitk
+
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        return is_dicom_dir(folder)
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+
+
 def _read_dicom_zip(path: Path) -> MetaTensor:
     import tempfile
-    import zipfile
+
+    from sam_mix_monai.data.zip_input import extract_all
 
     with tempfile.TemporaryDirectory(prefix="sam_mix_dicom_zip_") as tmp:
-        try:
-            with zipfile.ZipFile(path) as zf:
-                files = [m for m in zf.infolist() if not m.is_dir()]
-                for k, member in enumerate(files):  # flat extraction: no member can escape the folder
-                    (Path(tmp) / f"{k:06d}_{Path(member.filename).name}").write_bytes(zf.read(member))
-        except (zipfile.BadZipFile, OSError, EOFError) as e:
-            raise InputError(path, f"cannot read zip file ({type(e).__name__}: {e})") from None
-        vol = _read_dicom_series(Path(tmp)) if is_dicom_dir(tmp) else None
-        if vol is None:
+        extract_all(path, tmp)  # capped, flat: no member can escape the folder (data/zip_input.py)
+        if not _quiet_is_dicom_dir(tmp):
             raise InputError(path, "no DICOM series found in the zip file")
+        try:
+            vol = _read_dicom_series(Path(tmp))
+        except InputError as e:  # the temporary folder means nothing to the user: name the zip
+            raise InputError(path, e.problem) from None
     vol.meta["filename_or_obj"] = str(path)
     return vol
 
