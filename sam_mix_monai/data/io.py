@@ -184,6 +184,7 @@ def volume_from_nifti(image: nib.Nifti1Image, name: str = "<Nifti1Image>") -> Me
         arr = arr.astype(np.float32 if arr.dtype.kind == "f" else np.int32)
     affine = np.asarray(image.affine, dtype=np.float64)
     check_geometry(affine, name)
+    check_extent(tuple(arr.shape), name)
     meta = {"filename_or_obj": name, "space": "RAS", "original_affine": affine.copy()}
     return MetaTensor(torch.from_numpy(np.asarray(arr))[None], affine=torch.as_tensor(affine), meta=meta)
 
@@ -217,9 +218,22 @@ def read_volume(path: PathLike) -> MetaTensor:
     if vol.ndim != 4 or vol.shape[0] != 1:
         shape = tuple(vol.shape[1:]) if vol.shape[0] == 1 else tuple(vol.shape)
         raise InputError(p, f"expected a 3D volume, got an image of shape {shape}")
-    if min(vol.shape[1:]) < 2 and vol.shape[3] < 2:
-        raise InputError(p, f"expected a 3D volume, got a single slice of shape {tuple(vol.shape[1:])}")
+    check_extent(tuple(vol.shape[1:]), p)
     return vol
+
+
+def check_extent(shape: tuple[int, ...], path: PathLike) -> None:
+    """Refuse a volume with a single voxel along some axis (one slice, one row or one column).
+
+    Raises:
+        InputError: naming ``path``, the shape and the axis.
+    """
+    if shape[2] < 2 and min(shape) < 2:
+        raise InputError(path, f"expected a 3D volume, got a single slice of shape {shape}")
+    thin = [a for a in range(3) if shape[a] < 2]
+    if thin:
+        raise InputError(path, f"expected a 3D volume, got shape {shape}: a single voxel along array axis {thin[0]} "
+                               "(a single row or column of voxels, not a CT volume)")
 
 
 def check_geometry(affine: np.ndarray | torch.Tensor, path: PathLike) -> None:

@@ -103,13 +103,13 @@ class Segmenter:
         progress: bool = False,
     ) -> None:
         from sam_mix_monai.inference.loading import INFERABLE_MODELS, inference_slicing, load_bundle, load_checkpoint
+        from sam_mix_monai.transforms.window import check_window
 
         if checkpoint is not None and bundle is not None:
             raise InputError(None, "give a checkpoint or a bundle, not both")
         if batch_size is not None and int(batch_size) < 1:
             raise InputError(None, f"--batch-size must be at least 1 (got {batch_size})")
-        if window is not None and float(window[1]) <= 0:
-            raise InputError(None, f"--window: width must be positive (got {float(window[1]):g})")
+        check_window(window)
         if precision not in PRECISIONS:
             raise InputError(None, f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
         self.device = device if isinstance(device, torch.device) else resolve_device(device, dist_info()[2])
