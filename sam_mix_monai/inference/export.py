@@ -96,7 +96,9 @@ def export_network(
     target = Path(output)
     weights = sum(t.numel() * t.element_size() for t in network.state_dict().values())
     ensure_free_space(target.parent, int(weights * 1.2), target)  # refuse before tracing, not midway
-    with warnings.catch_warnings():
+    from sam_mix_monai.networks.traceable import traceable_tiny_vit
+
+    with warnings.catch_warnings(), traceable_tiny_vit():  # LiteMedSAM: a dynamic batch in the trace
         warnings.simplefilter("ignore")  # tracer warnings about python-side shape logic (static here)
         with atomic_output(target) as tmp:
             if fmt == "torchscript":
