@@ -177,3 +177,57 @@ def write_store(path: Path, size: int = 64, n: int = 6, splits=("train", "train"
             w.append(CaseSlices(f"case{c}", "synthetic", image, mask, mask.reshape(n, -1).max(1), np.arange(n),
                                 np.array((0.8, 0.8, 2.5), np.float32), np.eye(4), (size, size, n)), split=split)
     return path
+
+
+def zip_bomb(path: Path, gib: float = 2.5, name: str = "slice000.dcm", declared: int | None = None) -> Path:
+    """A real zip bomb: one deflate member of ``gib`` GiB of zeros, a few MB on disk, built in seconds.
+
+    The deflate stream is one full-flushed block of 64 MiB of zeros repeated (a full flush makes each
+    repeat independent) and an empty final block. ``declared``: the uncompressed size written in the
+    headers instead of the true one (a lying bomb). Sizes stay below 4 GiB (no Zip64 records).
+    """
+    import struct
+    import zlib
+
+    block = 64 << 20
+    reps = int(gib * (1 << 30)) // block
+    size = reps * block
+    assert size < 1 << 32
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    chunk = c.compress(bytes(block)) + c.flush(zlib.Z_FULL_FLUSH)
+    end = zlib.compressobj(9, zlib.DEFLATED, -15).flush()
+    crc, zeros = 0, bytes(block)
+    for _ in range(reps):
+        crc = zlib.crc32(zeros, crc)
+    comp = len(chunk) * reps + len(end)
+    usize = size if declared is None else declared
+    fn = name.encode()
+    local = struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, 0, 0, crc, comp, usize, len(fn), 0) + fn
+    central = struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 8, 0, 0, crc, comp, usize, len(fn),
+                          0, 0, 0, 0, 0o100644 << 16, 0) + fn
+    with open(path, "wb") as f:
+        f.write(local)
+        for _ in range(reps):
+            f.write(chunk)
+        f.write(end)
+        cd_at = f.tell()
+        f.write(central)
+        f.write(struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 1, 1, len(central), cd_at, 0))
+    return path
+
+
+def dicom_zip(path: Path, folder: Path, extra: dict[str, bytes] | None = None, link: str | None = None) -> Path:
+    """Zip the files of ``folder`` into ``path``; ``extra`` adds raw members by name, ``link`` a symlink member."""
+    import zipfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as zf:
+        for f in sorted(folder.iterdir()):
+            zf.write(f, f"series/{f.name}")
+        for name, data in (extra or {}).items():
+            zf.writestr(name, data)
+        if link is not None:
+            info = zipfile.ZipInfo(link)
+            info.external_attr = (0o120777 << 16)
+            zf.writestr(info, "/etc/passwd")
+    return path

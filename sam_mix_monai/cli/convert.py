@@ -38,6 +38,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "development on a training patient (e.g. one 3D-IRCADb patient)")
     p.add_argument("--slab-gap", type=int, default=2, metavar="N",
                    help="with --dev-slab: slices on each side of the slab kept out of both parts (default %(default)s)")
+    p.add_argument("--label-id", default=None, metavar="N[,N...]",
+                   help="msd: the label value(s) that are liver (default: the labels dataset.json names liver, "
+                        "plus its tumour labels; a dataset with no liver label is refused without this flag)")
     p.add_argument("--workers", type=int, default=None, help="parallel processes (default: CPUs, at most 4)")
     p.add_argument("--preview", action="store_true", help="also write OUTPUT.preview.png: random liver slices with their masks")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -55,9 +58,11 @@ def run(args: argparse.Namespace) -> int:
     if args.slab_gap < 0:
         raise InputError(None, f"--slab-gap: must be >= 0, got {args.slab_gap}")
     slab = parse_slab(args.dev_slab) if args.dev_slab else None
+    label_ids = _label_ids(args.label_id) if args.label_id is not None else None
     with output_folder(Path(args.output).parent):  # removed again when the run leaves nothing in it
         summary = convert(args.input, args.output, args.format, cfg, parse_split(args.split), args.seed,
-                          args.workers, progress=not args.no_progress, dev_slab=slab, slab_gap=args.slab_gap)
+                          args.workers, progress=not args.no_progress, dev_slab=slab, slab_gap=args.slab_gap,
+                          label_ids=label_ids)
         if args.preview:
             try:
                 png = write_store_preview(summary.output, str(summary.output) + ".preview.png")
@@ -69,3 +74,13 @@ def run(args: argparse.Namespace) -> int:
     if args.preview:
         print(f"preview: {png}")
     return 0
+
+
+def _label_ids(text: str) -> list[int]:
+    """``"1"`` or ``"1,2"`` -> label ids (plain decimal integers > 0)."""
+    import re
+
+    parts = [t.strip() for t in text.split(",")]
+    if not parts or not all(re.fullmatch(r"[0-9]+", t) and int(t) > 0 for t in parts):
+        raise InputError(None, f"--label-id {text!r}: expected label values N or N,N,... (integers > 0)")
+    return [int(t) for t in parts]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+from pathlib import Path
 
 from sam_mix_monai.utils.atomic import atomic_output
 from sam_mix_monai.utils.errors import InputError
@@ -36,6 +38,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "neighbour) instead of stopping")
     p.add_argument("--label", type=int, default=None, metavar="N",
                    help="with --pred/--ref: the reference label to score (default: any non-zero label)")
+    p.add_argument("--threshold", type=float, default=None, metavar="T",
+                   help="with --pred/--ref: count prediction values >= T as liver (probability or label maps); "
+                        "without it a prediction must be a binary mask")
     p.add_argument("--protocol", action="append", choices=("slice2d", "volume3d"),
                    help="evaluation protocol (repeatable; default slice2d)")
     p.add_argument("--split", default="test", help="split to evaluate, or 'all' (default %(default)s)")
@@ -97,12 +102,15 @@ def run_folders(args: argparse.Namespace) -> int:
         raise InputError(None, "folder evaluation needs both --pred DIR and --ref DIR")
     if args.data:
         raise InputError(None, "give --pred/--ref or --checkpoint/--data, not both")
-    rows, summary = evaluate_folders(args.pred, args.ref, resample=args.resample, label=args.label)
+    if args.threshold is not None and not math.isfinite(args.threshold):
+        raise InputError(None, f"--threshold: expected a finite number, got {args.threshold}")
+    rows, summary = evaluate_folders(args.pred, args.ref, resample=args.resample, label=args.label,
+                                     threshold=args.threshold)
     files = write_results(rows, summary, args.output or args.pred)
     for r in rows:
         note = "  (resampled)" if r["resampled"] else ""
         print(f"{r['case']:<20} Dice {r['dice']:.4f}  HD95 {r['hd95_mm']:8.2f} mm  volume {r['volume_diff_ml']:+9.1f} mL"
-              f"{note}")
+              f"{note}  [{Path(r['prediction']).name} vs {Path(r['reference']).name}]")
     d, h = summary["dice"], summary["hd95_mm"]
     print(f"{summary['cases']} case(s): Dice {d['mean']:.4f} ± {d['std']:.4f}, HD95 {h['mean']:.2f} ± {h['std']:.2f} mm, "
           f"|volume difference| {summary['abs_volume_diff_ml_mean']:.1f} mL -> {files[0]}")

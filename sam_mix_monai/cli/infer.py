@@ -74,7 +74,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="what runs the SAM image encoder: auto (default: ONNX Runtime fp32 for LiteMedSAM on CPU, "
                         "the same masks as PyTorch within docs/benchmarks.md's tolerance; PyTorch otherwise), "
                         "torch (eager PyTorch) or onnxruntime (CPU)")
-    p.add_argument("--skip-existing", action="store_true", help="leave cases whose mask file exists alone")
+    p.add_argument("--skip-existing", action="store_true", help="leave cases alone whose whole output set exists (mask, JSON, and the preview / "
+                        "probabilities when asked for) and whose JSON matches the mask")
     p.add_argument("--save-probabilities", action="store_true",
                    help="also write <case>_liver_probabilities.nii.gz (liver probability, 2 bytes per voxel)")
     p.add_argument("-ot", "--output-type", action="append", type=_types, default=None, metavar="TYPE",
@@ -115,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, inputs: list, out) -> int:
     from sam_mix_monai.inference.cases import find_cases
     from sam_mix_monai.inference.distributed import dist_info
+    from sam_mix_monai.inference.existing import finished_summary
     from sam_mix_monai.inference.outputs import mask_path
     from sam_mix_monai.inference.segmenter import Segmenter
     from sam_mix_monai.utils.atomic import clean_stale_parts
@@ -139,7 +141,7 @@ def _run(args: argparse.Namespace, inputs: list, out) -> int:
                           precision=args.precision, fast=args.fast, largest_component=not args.no_lcc,
                           progress=progress, prompt_mode=args.prompt_mode, encoder_backend=args.encoder_backend)
     if len(cases) == 1 and world == 1:  # one case: its problem is the command's error (one line, exit 2)
-        if args.skip_existing and mask_path(out, cases[0], types).is_file():
+        if args.skip_existing and finished_summary(out, cases[0], types, args.preview, args.save_probabilities):
             print(f"{cases[0].name}: skipped, {mask_path(out, cases[0], types)} exists")
             return 0
         res = segmenter.run_one(cases[0], out, args.preview, args.save_probabilities, types, box)

@@ -81,6 +81,10 @@ def _add_verbosity(parser: argparse.ArgumentParser, default: object) -> None:
     # SUPPRESS: a sub-command's unset flag must not overwrite the one given before it.
     parser.add_argument("-q", "--quiet", action="store_true", default=default, help="only warnings and errors")
     parser.add_argument("-v", "--verbose", action="store_true", default=default, help="debug messages")
+    parser.add_argument("--max-zip-size", type=float, default=default, metavar="GB",
+                        help="largest total uncompressed size of a zipped input (default 2 GB)")
+    parser.add_argument("--max-zip-members", type=int, default=default, metavar="N",
+                        help="most files in a zipped input (default 10000)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -105,6 +109,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # several times in one process)
     logging.getLogger("sam_mix_monai").setLevel(logging.DEBUG if args.debug else logging.NOTSET)
     try:
+        from sam_mix_monai.data.zip_input import set_zip_limits
+
+        set_zip_limits(getattr(args, "max_zip_size", None), getattr(args, "max_zip_members", None))
         return int(args.func(args) or 0)
     except InputError as e:
         if args.debug:

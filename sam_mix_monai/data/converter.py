@@ -15,7 +15,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -62,8 +62,11 @@ def slice_case(case: CaseFiles, cfg: SlicingConfig, fmt: str = "lits") -> CaseSl
             check_ct_values(image, case.image)
         with stage("read", case.label):
             label = read_volume(case.label)
-            check_label_values(label, case.label)
+            check_label_values(label, case.label, case.label_values or (0, 1, 2))
             check_same_grid(image, label, case.image, case.label)
+            if case.liver_values is not None:  # msd: the labels dataset.json names liver (data/msd_schema.py)
+                label = label.clone()
+                label.set_array(torch.isin(label.as_tensor(), torch.tensor(case.liver_values)).to(torch.uint8))
     with stage("slicing", case.image):
         out = volume_to_slices_transform(cfg)({"image": image, "label": label})
     affine, shape = canonical_geometry(np.asarray(image.affine, dtype=np.float64), tuple(image.shape[1:]))
@@ -129,6 +132,7 @@ def convert(
     progress: bool = True,
     dev_slab: tuple[int, int] | None = None,
     slab_gap: int = 2,
+    label_ids: Sequence[int] | None = None,
 ) -> ConversionSummary:
     """Convert a LiTS, TotalSegmentator or 3D-IRCADb folder into an HDF5 slice store.
 
@@ -144,6 +148,7 @@ def convert(
         dev_slab: ``(start, stop)`` slice indices cut out of every case into a case of its own in the
             ``val`` split (development on the training patient: :func:`~.splits.split_slab`).
         slab_gap: slices on each side of the slab stored in neither part.
+        label_ids: ``msd`` only: the label values that are liver (default: by name in dataset.json).
 
     Returns:
         The per-split counts.
@@ -157,7 +162,7 @@ def convert(
     output = Path(output)
     if output.exists() and output.is_dir():
         raise InputError(output, "output path is a folder, expected a .h5 file name")
-    cases = find_cases(input_dir, fmt)
+    cases = find_cases(input_dir, fmt, label_ids)
     clean_stale_parts(output.parent, before=time.time(), stems=[output.name + "."])  # a killed run's leftovers
     assignment = assign_splits([c.case_id for c in cases], split, seed)
     workers = max(1, min(workers or min(os.cpu_count() or 1, 4), len(cases)))

@@ -99,11 +99,9 @@ def dicom_source_files(source: PathLike) -> Iterator[list[Path]]:
     with tempfile.TemporaryDirectory(prefix="sam_mix_seg_src_") as tmp:
         folder = src
         if src.is_file() and volume_suffix(src) == ".zip":
-            import zipfile
+            from sam_mix_monai.data.zip_input import extract_all
 
-            with zipfile.ZipFile(src) as zf:
-                for k, member in enumerate(m for m in zf.infolist() if not m.is_dir()):
-                    (Path(tmp) / f"{k:06d}_{Path(member.filename).name}").write_bytes(zf.read(member))
+            extract_all(src, tmp)
             folder = Path(tmp)
         if not (folder.is_dir() and is_dicom_dir(folder)):
             raise InputError(src, "DICOM-SEG output needs a DICOM series input (a DICOM-SEG references the source "
@@ -133,14 +131,13 @@ def write_dicom_seg(mask: np.ndarray, source: PathLike, target: PathLike, series
     from pydicom.sr.codedict import codes
 
     from sam_mix_monai import __version__
+    from sam_mix_monai.data.seg_sources import prepare_sources
     from sam_mix_monai.utils.atomic import atomic_output
 
     with dicom_source_files(source) as files:
         sources = [pydicom.dcmread(str(f)) for f in files]
+        prepare_sources(sources, files, source)  # in memory only: empty UIDs, missing modules (seg_sources.py)
         rows, cols = int(sources[0].Rows), int(sources[0].Columns)
-    for ds in sources:  # in memory only: highdicom refuses an empty Specific Character Set (default repertoire)
-        if "SpecificCharacterSet" in ds and not ds.SpecificCharacterSet:
-            del ds.SpecificCharacterSet
     m = np.asarray(mask)
     if m.shape != (cols, rows, len(sources)):
         raise InputError(source, f"mask shape {m.shape} does not match the series ({cols}, {rows}, {len(sources)})")

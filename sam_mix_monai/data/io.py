@@ -140,21 +140,31 @@ def _read_sitk_file(path: Path) -> MetaTensor:
     return _from_sitk(image, path)
 
 
+def _quiet_is_dicom_dir(folder: PathLike) -> bool:
+    """:func:`is_dicom_dir` without GDCM's "No Series were found" warning on stderr."""
+    import SimpleITK as sitk
+
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        return is_dicom_dir(folder)
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+
+
 def _read_dicom_zip(path: Path) -> MetaTensor:
     import tempfile
-    import zipfile
+
+    from sam_mix_monai.data.zip_input import extract_all
 
     with tempfile.TemporaryDirectory(prefix="sam_mix_dicom_zip_") as tmp:
-        try:
-            with zipfile.ZipFile(path) as zf:
-                files = [m for m in zf.infolist() if not m.is_dir()]
-                for k, member in enumerate(files):  # flat extraction: no member can escape the folder
-                    (Path(tmp) / f"{k:06d}_{Path(member.filename).name}").write_bytes(zf.read(member))
-        except (zipfile.BadZipFile, OSError, EOFError) as e:
-            raise InputError(path, f"cannot read zip file ({type(e).__name__}: {e})") from None
-        vol = _read_dicom_series(Path(tmp)) if is_dicom_dir(tmp) else None
-        if vol is None:
+        extract_all(path, tmp)  # capped, flat: no member can escape the folder (data/zip_input.py)
+        if not _quiet_is_dicom_dir(tmp):
             raise InputError(path, "no DICOM series found in the zip file")
+        try:
+            vol = _read_dicom_series(Path(tmp))
+        except InputError as e:  # the temporary folder means nothing to the user: name the zip
+            raise InputError(path, e.problem) from None
     vol.meta["filename_or_obj"] = str(path)
     return vol
 
@@ -174,6 +184,7 @@ def volume_from_nifti(image: nib.Nifti1Image, name: str = "<Nifti1Image>") -> Me
         arr = arr.astype(np.float32 if arr.dtype.kind == "f" else np.int32)
     affine = np.asarray(image.affine, dtype=np.float64)
     check_geometry(affine, name)
+    check_extent(tuple(arr.shape), name)
     meta = {"filename_or_obj": name, "space": "RAS", "original_affine": affine.copy()}
     return MetaTensor(torch.from_numpy(np.asarray(arr))[None], affine=torch.as_tensor(affine), meta=meta)
 
@@ -207,9 +218,22 @@ def read_volume(path: PathLike) -> MetaTensor:
     if vol.ndim != 4 or vol.shape[0] != 1:
         shape = tuple(vol.shape[1:]) if vol.shape[0] == 1 else tuple(vol.shape)
         raise InputError(p, f"expected a 3D volume, got an image of shape {shape}")
-    if min(vol.shape[1:]) < 2 and vol.shape[3] < 2:
-        raise InputError(p, f"expected a 3D volume, got a single slice of shape {tuple(vol.shape[1:])}")
+    check_extent(tuple(vol.shape[1:]), p)
     return vol
+
+
+def check_extent(shape: tuple[int, ...], path: PathLike) -> None:
+    """Refuse a volume with a single voxel along some axis (one slice, one row or one column).
+
+    Raises:
+        InputError: naming ``path``, the shape and the axis.
+    """
+    if shape[2] < 2 and min(shape) < 2:
+        raise InputError(path, f"expected a 3D volume, got a single slice of shape {shape}")
+    thin = [a for a in range(3) if shape[a] < 2]
+    if thin:
+        raise InputError(path, f"expected a 3D volume, got shape {shape}: a single voxel along array axis {thin[0]} "
+                               "(a single row or column of voxels, not a CT volume)")
 
 
 def check_geometry(affine: np.ndarray | torch.Tensor, path: PathLike) -> None:

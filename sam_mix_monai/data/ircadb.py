@@ -38,6 +38,7 @@ import torch
 from monai.data import MetaTensor
 
 from sam_mix_monai.data.io import check_ct_values, check_same_grid, read_volume, voxel_spacing
+from sam_mix_monai.data.zip_input import extract_members, safe_members
 from sam_mix_monai.utils.errors import InputError, PathLike
 
 __all__ = [
@@ -87,10 +88,9 @@ def find_ircadb_patients(root: PathLike) -> list[Path]:
 
 
 def _open_zip(path: Path) -> zipfile.ZipFile:
-    try:
-        return zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as e:
-        raise InputError(path, f"cannot read zip archive ({type(e).__name__}: {e})") from None
+    from sam_mix_monai.data.zip_input import open_zip
+
+    return open_zip(path)
 
 
 def _zip_series(zf: zipfile.ZipFile) -> dict[str, list[zipfile.ZipInfo]]:
@@ -124,10 +124,10 @@ def _series_folder(source: Path, group: str | None) -> Iterator[Path]:
         key = group if group else max(groups, key=lambda k: len(groups[k]), default=None)
         if key not in groups:
             raise InputError(source, f"no series {group or ''!r} in the archive")
+        safe_members(zf, source)  # caps and member names (data/zip_input.py)
         with tempfile.TemporaryDirectory(prefix="ircadb-") as tmp:
-            for i, info in enumerate(groups[key]):
-                # Written under our own names: member paths from the archive are never used as paths.
-                (Path(tmp) / f"{i:05d}").write_bytes(zf.read(info))
+            # Written under our own names: member paths from the archive are never used as paths.
+            extract_members(zf, groups[key], tmp, source, names=[f"{i:05d}" for i in range(len(groups[key]))])
             yield Path(tmp)
 
 

@@ -8,7 +8,8 @@
 * ``msd``: the Medical Segmentation Decathlon / nnU-Net raw layout: ``dataset.json``, ``imagesTr/`` and
   ``labelsTr/`` (MSD Task03_Liver: ``imagesTr/liver_7.nii.gz`` + ``labelsTr/liver_7.nii.gz``, labels 0/1/2;
   nnU-Net v2: ``imagesTr/<case>_0000<file_ending>`` + ``labelsTr/<case><file_ending>``). The ``_0000``
-  channel suffix is handled (other channels are not used), ``dataset.json`` must exist and name channel 0
+  channel suffix is handled (other channels are not used), ``dataset.json`` must exist (validated by
+  :mod:`.msd_schema`: the liver label by name, the ``training`` list when present) and name channel 0
   CT when it names channels, and macOS ``._*`` files (in the MSD archives) are skipped.
 
 Images and labels are paired by case id, never by listing order.
@@ -16,12 +17,12 @@ Images and labels are paired by case id, never by listing order.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable
+from pathlib import Path, PurePosixPath
+from typing import Callable, Sequence
 
+from sam_mix_monai.data.msd_schema import liver_label_values, read_dataset_json
 from sam_mix_monai.utils.errors import InputError, PathLike
 
 FORMATS = ("lits", "totalseg", "ircadb", "msd")
@@ -36,6 +37,8 @@ class CaseFiles:
     case_id: str
     image: Path
     label: Path  # for ircadb: the MASKS_DICOM folder or zip
+    liver_values: tuple[int, ...] | None = None  # msd: label values that are liver (None: any > 0)
+    label_values: tuple[int, ...] | None = None  # msd: the label values dataset.json declares
 
 
 
@@ -104,24 +107,6 @@ def find_ircadb_cases(root: Path) -> list[CaseFiles]:
 _CHANNEL = re.compile(r"^(.+)_(\d{4})$")
 
 
-def _msd_meta(root: Path) -> dict:
-    meta_path = root / "dataset.json"
-    if not meta_path.is_file():
-        raise InputError(root, "not an MSD / nnU-Net raw dataset: dataset.json not found (expected dataset.json, "
-                               "imagesTr/ and labelsTr/)")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise InputError(meta_path, f"cannot read dataset.json ({type(e).__name__}: {e})") from None
-    if not isinstance(meta, dict):
-        raise InputError(meta_path, "dataset.json is not a JSON object")
-    channels = meta.get("channel_names") or meta.get("modality") or {}
-    first = channels.get("0") if isinstance(channels, dict) else None
-    if first is not None and str(first).strip().lower() != "ct":
-        raise InputError(meta_path, f"channel 0 is {first!r}, not CT (channel_names / modality)")
-    return meta
-
-
 def _strip(name: str, ending: str) -> str | None:
     if name.startswith("."):  # hidden files, e.g. macOS ._liver_0.nii.gz in the MSD archives
         return None
@@ -131,14 +116,27 @@ def _strip(name: str, ending: str) -> str | None:
     return None
 
 
-def find_msd_cases(root: Path) -> list[CaseFiles]:
-    """Pair ``imagesTr/<case>[_0000]<ending>`` with ``labelsTr/<case><ending>`` (MSD / nnU-Net raw), by case id."""
-    meta = _msd_meta(root)
-    ending = str(meta.get("file_ending") or ".nii.gz")
+def find_msd_cases(root: Path, label_ids: Sequence[int] | None = None) -> list[CaseFiles]:
+    """Pair ``imagesTr/<case>[_0000]<ending>`` with ``labelsTr/<case><ending>`` (MSD / nnU-Net raw), by case id.
+
+    ``dataset.json`` is validated (:mod:`.msd_schema`); its ``training`` list, when present, is the
+    case list (a listed file that is missing is an error). The liver label values are taken by name,
+    or from ``label_ids``.
+    """
+    meta_path = root / "dataset.json"
+    if not meta_path.is_file():
+        raise InputError(root, "not an MSD / nnU-Net raw dataset: dataset.json not found (expected dataset.json, "
+                               "imagesTr/ and labelsTr/)")
+    meta = read_dataset_json(meta_path)
+    liver = liver_label_values(meta, meta_path, label_ids)
+    declared = tuple(sorted(meta.label_ids()))
+    ending = str(meta.file_ending or ".nii.gz")
     images_dir, labels_dir = root / "imagesTr", root / "labelsTr"
     for d in (images_dir, labels_dir):
         if not d.is_dir():
             raise InputError(d, "folder not found (an MSD / nnU-Net raw dataset has imagesTr/ and labelsTr/)")
+    if meta.training:
+        return _listed_cases(root, meta_path, meta.case_paths(), liver, declared)
     images: dict[str, Path] = {}
     for p in sorted(images_dir.iterdir()):
         stem = _strip(p.name, ending) if p.is_file() else None
@@ -155,7 +153,26 @@ def find_msd_cases(root: Path) -> list[CaseFiles]:
             _unique(labels, stem, p)
     _check_paired(images, labels, lambda k: f"no label labelsTr/{k}{ending} found for this image",
                   lambda k: f"no image imagesTr/{k}_0000{ending} or imagesTr/{k}{ending} for this label")
-    return [CaseFiles(k, images[k], labels[k]) for k in sorted(images, key=_natural)]
+    return [CaseFiles(k, images[k], labels[k], liver, declared) for k in sorted(images, key=_natural)]
+
+
+def _listed_cases(root: Path, meta_path: Path, listed: list[tuple[str, str]], liver: tuple[int, ...],
+                  declared: tuple[int, ...]) -> list[CaseFiles]:
+    """The cases of dataset.json's ``training`` list; a listed file missing on disk is an error."""
+    cases: dict[str, CaseFiles] = {}
+    for k, (image, label) in enumerate(listed):
+        for rel in (image, label):
+            if rel.startswith("/") or ".." in PurePosixPath(rel).parts:
+                raise InputError(meta_path, f"training.{k}: {rel!r} points outside the dataset folder")
+            if not (root / rel).is_file():
+                raise InputError(meta_path, f"training.{k}: listed file {rel} not found in {root}")
+        stem = _strip(PurePosixPath(image).name, ".nii.gz") or PurePosixPath(image).name
+        m = _CHANNEL.match(stem)
+        key = m.group(1) if m else stem
+        if key in cases:
+            raise InputError(meta_path, f"training.{k}: case {key!r} is listed twice")
+        cases[key] = CaseFiles(key, root / image, root / label, liver, declared)
+    return [cases[k] for k in sorted(cases, key=_natural)]
 
 
 def _natural(key: str) -> list:
@@ -171,12 +188,13 @@ _HINTS = {
 }
 
 
-def find_cases(root: PathLike, fmt: str) -> list[CaseFiles]:
+def find_cases(root: PathLike, fmt: str, label_ids: Sequence[int] | None = None) -> list[CaseFiles]:
     """Discover and pair the cases of a dataset folder.
 
     Args:
         root: the dataset folder.
         fmt: ``"lits"``, ``"totalseg"``, ``"ircadb"`` or ``"msd"``.
+        label_ids: ``msd`` only: the label values that are liver (default: by name in dataset.json).
 
     Raises:
         InputError: missing folder, empty folder, unpaired image or label.
@@ -186,7 +204,9 @@ def find_cases(root: PathLike, fmt: str) -> list[CaseFiles]:
         raise InputError(None, f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
     if not root.is_dir():
         raise InputError(root, "input folder not found")
-    cases = _FINDERS[fmt](root)
+    if label_ids and fmt != "msd":
+        raise InputError(None, f"--label-id applies to --format msd only (the {fmt} layout fixes its labels)")
+    cases = find_msd_cases(root, label_ids) if fmt == "msd" else _FINDERS[fmt](root)
     if not cases:
         raise InputError(root, f"no {fmt} cases found (expected {_HINTS[fmt]})")
     return cases

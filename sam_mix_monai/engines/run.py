@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -332,6 +333,30 @@ def train(cfg: ExperimentConfig, source: PathLike | None = None, resume: bool = 
     Returns:
         The run directory (``metrics.json`` holds the results).
     """
+    target = Path(cfg.output.dir)
+    before = set(target.iterdir()) if target.is_dir() else None  # what a refused fresh run must leave
     run_dir = prepare(cfg, source, resume, nproc_per_node)
-    launch(_worker, cfg.model_dump(mode="json"), str(run_dir), resume, nproc_per_node=nproc_per_node, device=cfg.train.device)
+    try:
+        launch(_worker, cfg.model_dump(mode="json"), str(run_dir), resume, nproc_per_node=nproc_per_node,
+               device=cfg.train.device)
+    except BaseException:
+        if not resume and int(os.environ.get("RANK", "0")) == 0:
+            remove_refused_run(run_dir, before)
+        raise
     return run_dir
+
+
+def remove_refused_run(run_dir: Path, before: set[Path] | None) -> None:
+    """Undo a fresh run that stopped before writing any checkpoint (a refused ``model.checkpoint``, a
+    failure in the first epoch): its ``config.yaml``, ``run.json``, ``train.log`` and the folder itself
+    when the run created it. A run with a ``last.pt`` or ``best.pt`` is kept (its error names it)."""
+    import shutil
+
+    if any((run_dir / n).exists() for n in (LAST, BEST)):
+        return
+    for entry in list(run_dir.iterdir()) if run_dir.is_dir() else []:
+        if before is None or entry not in before:
+            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+    if before is None:
+        with contextlib.suppress(OSError):
+            run_dir.rmdir()

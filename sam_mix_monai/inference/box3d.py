@@ -27,6 +27,7 @@ window (level 40, width 400 by default). The encoder runs in batches along each 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -84,9 +85,12 @@ def parse_box(text: str | Sequence[int], path: PathLike | None = None) -> Box3D:
         InputError: not six integers, or a lower corner above the upper one on some axis.
     """
     parts = [p.strip() for p in text.split(",")] if isinstance(text, str) else list(text)
-    try:
-        values = [int(p) for p in parts]
+    try:  # plain decimal integers only: int() would read "1_4" as 14 and " 7" / "٣" too
+        values = [int(p) if isinstance(p, (int, np.integer)) or re.fullmatch(r"[+-]?[0-9]+", str(p)) else None
+                  for p in parts]
     except (TypeError, ValueError):
+        values = []
+    if any(v is None or isinstance(v, bool) for v in values):
         values = []
     if len(values) != 6 or len(parts) != 6:
         raise InputError(path, f"--box {text!r}: expected six integers X1,Y1,Z1,X2,Y2,Z2 (0-based voxel indices)")

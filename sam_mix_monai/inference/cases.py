@@ -7,13 +7,15 @@ Each input is one of:
 * a DICOM series folder: one case named after the folder;
 * a folder of cases: every volume file in it, every sub-folder holding a DICOM series, and every
   TotalSegmentator-style sub-folder ``<name>/ct.nii.gz`` (case ``<name>``). Label files are skipped
-  (``segmentation-*`` of LiTS, ``*_liver*.nii.gz`` written by ``sam-mix infer``).
+  (``segmentation-*`` of LiTS, ``<case>_liver*.nii.gz`` written by ``sam-mix infer``: only beside its
+  ``<case>_liver.json``), each named in an info line with the reason (:func:`skip_reason`).
 
 Case names are made unique with a numeric suffix when two inputs share one.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +24,11 @@ from typing import Sequence
 from sam_mix_monai.data.io import UNSUPPORTED_HINT, is_dicom_dir, is_volume_file, volume_suffix
 from sam_mix_monai.utils.errors import InputError, PathLike
 
-__all__ = ["Case", "find_cases", "case_name"]
+__all__ = ["Case", "find_cases", "case_name", "skip_reason"]
 
-_SKIP = re.compile(r"^(segmentation[-_].*|.*_liver(_probabilities)?\.nii(\.gz)?|.*\.part\..*)$")
+logger = logging.getLogger(__name__)
+
+_OUTPUT = re.compile(r"^(.*)_liver(?:_probabilities)?\.(?:nii(?:\.gz)?|dcm)$")
 _TOTALSEG_CT = ("ct.nii.gz", "ct.nii")
 _NOT_DICOM = {".json", ".png", ".txt", ".md", ".csv", ".h5", ".pt", ".yaml"}
 
@@ -74,19 +78,45 @@ def _is_series(folder: Path) -> bool:
         sitk.ProcessObject.SetGlobalWarningDisplay(shown)
 
 
+def skip_reason(entry: Path) -> str | None:
+    """Why a file of a folder of cases is not a case (``None``: it is one, or a folder to look into).
+
+    ``<case>_liver.nii.gz`` counts as an output of ``sam-mix infer`` only beside its
+    ``<case>_liver.json``; a CT that merely has such a name is a case.
+    """
+    name = entry.name
+    if entry.is_dir():
+        return None
+    if not is_volume_file(entry):
+        return "not a volume file"
+    if re.match(r"^segmentation[-_]", name):
+        return "a LiTS label (segmentation-*)"
+    if ".part." in name:
+        return "a temporary file of an unfinished write"
+    m = _OUTPUT.match(name)
+    if m and (entry.parent / f"{m.group(1)}_liver.json").is_file():
+        return f"an output of sam-mix infer (beside {m.group(1)}_liver.json)"
+    return None
+
+
 def _scan_folder(folder: Path) -> list[Path]:
     found: list[Path] = []
     for entry in sorted(folder.iterdir(), key=_sort_key):
         if entry.name.startswith("."):
             continue
-        if entry.is_file() and is_volume_file(entry) and not _SKIP.match(entry.name):
+        reason = skip_reason(entry)
+        if reason is not None:
+            logger.info("%s: skipped, %s", entry, reason)
+        elif entry.is_file():
             found.append(entry)
-        elif entry.is_dir():
+        else:
             ct = next((entry / n for n in _TOTALSEG_CT if (entry / n).is_file()), None)
             if ct is not None:
                 found.append(ct)
             elif _is_series(entry):
                 found.append(entry)
+            else:
+                logger.info("%s: skipped, a folder with no DICOM series and no ct.nii.gz", entry)
     return found
 
 

@@ -13,7 +13,9 @@ protocol's metrics) and the volume difference (prediction minus reference) in mL
   run with one line naming it.
 * **Files**: anything :func:`~sam_mix_monai.data.io.read_volume` reads (NIfTI, NRRD, MHA, DICOM
   series folders or zips) and DICOM-SEG files (``.dcm``). A voxel is foreground where the label is
-  non-zero, or equal to ``label`` when one is given (multi-label references).
+  non-zero, or equal to ``label`` when one is given (multi-label references). A prediction must be a
+  binary mask (:mod:`.mask_values`): a label map ({0, 3, 7}), a probability map or NaN voxels are
+  refused unless ``threshold`` is given; ``*_probabilities`` files of ``sam-mix infer`` are skipped.
 * **Physical space**: the two grids must describe the same voxels in world coordinates, whatever
   their header orientation (:func:`~sam_mix_monai.data.io.check_same_grid`); both are then compared
   in RAS order. Different grids are an error unless ``resample=True``, which resamples the
@@ -32,6 +34,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 import re
 from pathlib import Path
@@ -42,10 +45,13 @@ import torch
 
 from sam_mix_monai.data.io import check_same_grid, is_volume_file, read_volume, volume_suffix
 from sam_mix_monai.inference.geometry import AxialGeometry
+from sam_mix_monai.inference.mask_values import binary_prediction
 from sam_mix_monai.utils.atomic import atomic_output, output_set
 from sam_mix_monai.utils.errors import InputError, PathLike
 
 __all__ = ["CSV_FIELDS", "case_id", "evaluate_folders", "evaluate_pair", "find_masks", "summarize", "write_results"]
+
+logger = logging.getLogger(__name__)
 
 #: Columns of ``evaluation.csv``.
 CSV_FIELDS = ("case", "dice", "hd95_mm", "volume_pred_ml", "volume_ref_ml", "volume_diff_ml", "resampled",
@@ -68,6 +74,15 @@ def _is_mask_file(p: Path) -> bool:
     return p.is_file() and (is_volume_file(p) or p.name.lower().endswith(".dcm")) and ".part" not in p.name
 
 
+_PROBABILITIES = re.compile(r"_probabilities$", re.IGNORECASE)
+
+
+def _is_probability_file(p: Path) -> bool:
+    """``<case>_liver_probabilities.nii.gz`` of ``sam-mix infer --save-probabilities`` (not a mask)."""
+    sfx = volume_suffix(p.name)
+    return bool(sfx) and bool(_PROBABILITIES.search(p.name[: -len(sfx)]))
+
+
 def find_masks(folder: PathLike) -> dict[str, Path]:
     """Case id -> mask file (or DICOM folder) in ``folder``.
 
@@ -82,6 +97,9 @@ def find_masks(folder: PathLike) -> dict[str, Path]:
         if entry.name.startswith("."):
             continue
         path: Path | None = None
+        if _is_mask_file(entry) and _is_probability_file(entry):
+            logger.info("%s: skipped, a probability map (sam-mix infer --save-probabilities), not a mask", entry)
+            continue
         if _is_mask_file(entry):
             path = entry
         elif entry.is_dir():
@@ -102,12 +120,15 @@ def find_masks(folder: PathLike) -> dict[str, Path]:
     return found
 
 
-def _read_mask(path: Path, label: int | None) -> Any:
+def _read_mask(path: Path, label: int | None, prediction: bool = False, threshold: float | None = None) -> Any:
     from sam_mix_monai.data.dicom_seg import is_dicom_seg, read_dicom_seg
 
     vol = read_dicom_seg(path) if is_dicom_seg(path) else read_volume(path)
     arr = vol.as_tensor()[0]
-    binary = (arr != 0) if label is None else (arr == label)
+    if prediction:
+        binary = binary_prediction(arr, path, threshold)
+    else:
+        binary = (arr != 0) if label is None else (arr == label)
     vol = vol.clone()
     vol.set_array(binary.to(torch.uint8)[None])
     return vol
@@ -144,18 +165,22 @@ def _crop_box(a: np.ndarray, b: np.ndarray) -> tuple[slice, ...]:
 
 
 def evaluate_pair(prediction: PathLike, reference: PathLike, resample: bool = False,
-                  label: int | None = None) -> dict[str, Any]:
+                  label: int | None = None, threshold: float | None = None) -> dict[str, Any]:
     """Dice, HD95 (mm) and volumes of one prediction against its reference.
 
+    The prediction must be a binary mask (0 and one other value); a probability map or a label map
+    is scored only with ``threshold`` (foreground: value >= ``threshold``).
+
     Raises:
-        InputError: unreadable files, or grids that differ in physical space (without ``resample``).
+        InputError: unreadable files, a prediction that is not a binary mask (without ``threshold``) or
+            holds NaN, or grids that differ in physical space (without ``resample``).
     """
     from monai.metrics import DiceMetric
 
     from sam_mix_monai.engines.protocols import BoundedHausdorffDistanceMetric
 
     pred_path, ref_path = Path(prediction), Path(reference)
-    pred, ref = _read_mask(pred_path, None), _read_mask(ref_path, label)
+    pred, ref = _read_mask(pred_path, None, True, threshold), _read_mask(ref_path, label)
     resampled = False
     try:
         check_same_grid(ref, pred, ref_path, pred_path)
@@ -253,7 +278,7 @@ def write_results(rows: Sequence[dict[str, Any]], summary: dict[str, Any], outpu
 
 
 def evaluate_folders(pred_dir: PathLike, ref_dir: PathLike, resample: bool = False,
-                     label: int | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+                     label: int | None = None, threshold: float | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Score every prediction in ``pred_dir`` against its reference in ``ref_dir``.
 
     Returns:
@@ -264,5 +289,5 @@ def evaluate_folders(pred_dir: PathLike, ref_dir: PathLike, resample: bool = Fal
     """
     rows = []
     for key, pred, ref in _pairs(pred_dir, ref_dir):
-        rows.append({"case": key, **evaluate_pair(pred, ref, resample, label)})
+        rows.append({"case": key, **evaluate_pair(pred, ref, resample, label, threshold)})
     return rows, summarize(rows)

@@ -29,7 +29,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from sam_mix_monai.utils.atomic import atomic_output
+from sam_mix_monai.utils.atomic import atomic_output, ensure_free_space
 from sam_mix_monai.utils.errors import InputError, PathLike
 
 __all__ = [
@@ -94,18 +94,28 @@ def export_network(
         logging.getLogger(noisy).setLevel(logging.WARNING)
     x = torch.rand(trace_batch, 1, image_size, image_size, generator=torch.Generator().manual_seed(0))
     target = Path(output)
-    with warnings.catch_warnings():
+    weights = sum(t.numel() * t.element_size() for t in network.state_dict().values())
+    ensure_free_space(target.parent, int(weights * 1.2), target)  # refuse before tracing, not midway
+    from sam_mix_monai.networks.traceable import traceable_tiny_vit
+
+    with warnings.catch_warnings(), traceable_tiny_vit():  # LiteMedSAM: a dynamic batch in the trace
         warnings.simplefilter("ignore")  # tracer warnings about python-side shape logic (static here)
         with atomic_output(target) as tmp:
             if fmt == "torchscript":
                 from monai.data import save_net_with_metadata
 
-                ts = convert_to_torchscript(network, use_trace=True, inputs=[x])
-                save_net_with_metadata(ts, str(tmp), include_config_vals=False, append_timestamp=False,
+                # check_trace=False: torch's re-run of the trace fails on LiteMedSAM's TinyViT views
+                # ("view size is not compatible"); check_export compares the saved file with eager instead.
+                ts = convert_to_torchscript(network, use_trace=True, inputs=[x], check_trace=False)
+                # Serialised in memory, written by Python: torch's C++ file writer aborts the process
+                # (SIGABRT) on a full disk, where a Python write raises OSError (one line, no .part left).
+                buf = io.BytesIO()
+                save_net_with_metadata(ts, buf, include_config_vals=False, append_timestamp=False,
                                        meta_values=meta or {})
-                produced = Path(str(tmp))
-                if not produced.exists() and Path(str(tmp) + ".ts").exists():  # MONAI appends .ts when missing
-                    Path(str(tmp) + ".ts").replace(tmp)
+                try:
+                    _write_bytes(tmp, buf.getvalue())
+                except OSError as e:
+                    raise InputError(target, f"cannot write the TorchScript file: {e.strerror or e}") from None
             else:
                 axes = {"image": {0: "batch"}, "pred": {0: "batch"}}
                 with contextlib.redirect_stdout(io.StringIO()):  # the ONNX optimiser prints every folded constant
@@ -119,6 +129,12 @@ def export_network(
                     onnx.save(model, str(tmp))
     logger.info("exported %s to %s", fmt, target)
     return target
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` (a full disk raises ``OSError``; tests replace this writer)."""
+    with open(path, "wb") as f:
+        f.write(data)
 
 
 def run_exported(path: PathLike, fmt: Format, image: torch.Tensor) -> torch.Tensor:

@@ -13,8 +13,9 @@ Outputs per case, in ``output_dir``:
   the same grid (2 bytes per voxel, :func:`probability_image`);
 * ``statistics.csv`` over all cases of a multi-case run (:func:`segment_cases`).
 
-With ``skip_existing=True`` a case whose mask file is already there is not segmented again; its
-statistics are read back from its JSON for ``statistics.csv``.
+With ``skip_existing=True`` a case whose whole output set is already there, its JSON matching its
+mask (:mod:`.existing`), is not segmented again; its statistics are read back from its JSON for
+``statistics.csv``.
 
 A case's files are written to temporary names and renamed together when all are complete
 (:func:`~sam_mix_monai.utils.atomic.output_set`): they appear together or not at all. Each case is an
@@ -26,7 +27,6 @@ reported; the other cases still run.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -40,6 +40,7 @@ from sam_mix_monai.data.io import check_ct_values, read_volume
 from sam_mix_monai.inference.box3d import Box3D, check_box, segment_box
 from sam_mix_monai.inference.cases import Case, find_cases
 from sam_mix_monai.inference.distributed import shard
+from sam_mix_monai.inference.existing import finished_summary
 from sam_mix_monai.inference.geometry import AxialGeometry
 from sam_mix_monai.inference.outputs import (
     OUTPUT_TYPES, check_output_types, mask_image, mask_path, probability_image, write_mask, write_probabilities,
@@ -269,7 +270,8 @@ def segment_cases(
         rank, world_size: this process's share of the cases (``cases[rank::world_size]``).
         progress: progress bars over cases and slices.
         save_probabilities: also write each case's liver probability NIfTI.
-        skip_existing: leave a case whose mask file exists alone (its JSON feeds ``statistics.csv``).
+        skip_existing: leave a case alone whose whole output set exists and whose JSON matches its mask
+            (:mod:`.existing`; the JSON feeds ``statistics.csv``).
         output_types: mask formats (see :func:`segment_case`).
         box, sam: a user's 3D box prompt for every case and the SAM that segments it (see :func:`segment_case`).
 
@@ -292,8 +294,9 @@ def segment_cases(
     bar = tqdm(mine, desc="cases" if world_size == 1 else f"cases (rank {rank})", unit="case", disable=not progress)
     for case in bar:
         bar.set_postfix_str(case.name)
-        if skip_existing and mask_path(out, case, output_types).is_file():
-            results.append(_existing(case, out, output_types))
+        done = finished_summary(out, case, output_types, preview, save_probabilities) if skip_existing else None
+        if done is not None:  # the whole output set is there and its JSON matches its mask
+            results.append(_existing(case, out, output_types, done))
             continue
         try:
             res = segment_case(case, predictor, inferer, out, preview, largest_component, save_probabilities,
@@ -315,13 +318,8 @@ def segment_cases(
     return RunReport(results, time.perf_counter() - t0)
 
 
-def _existing(case: Case, out: Path, output_types: Sequence[str]) -> CaseResult:
-    """A case skipped because its mask exists; its summary is read back when its JSON is readable."""
-    import json
-
+def _existing(case: Case, out: Path, output_types: Sequence[str], summary: dict) -> CaseResult:
+    """A case skipped because an earlier run finished it (:func:`.existing.finished_summary`)."""
     mask = mask_path(out, case, output_types)
-    summary = None
-    with contextlib.suppress(OSError, ValueError):
-        summary = json.loads(mask.with_name(f"{case.name}_liver.json").read_text(encoding="utf-8"))
     logger.debug("%s: skipped, %s exists", case.name, mask)
-    return CaseResult(case, outputs=[mask], summary=summary if isinstance(summary, dict) else None, skipped=True)
+    return CaseResult(case, outputs=[mask], summary=summary, skipped=True)

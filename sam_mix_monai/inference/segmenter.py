@@ -20,8 +20,9 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from sam_mix_monai.data.io import check_ct_values, is_nifti, read_volume, volume_from_nifti
-from sam_mix_monai.inference.cases import Case, case_name
+from sam_mix_monai.data.io import check_ct_values, is_nifti
+from sam_mix_monai.inference.api_input import check_image_input, to_volume
+from sam_mix_monai.inference.cases import Case
 from sam_mix_monai.networks.default_model import DEFAULT_MODEL, load_trained_parts
 from sam_mix_monai.inference.distributed import dist_info, resolve_device
 from sam_mix_monai.inference.predictor import PRECISIONS, SlicePredictor
@@ -41,7 +42,7 @@ logger = logging.getLogger(__name__)
 FAST_BATCH_SIZE = 32
 _DEFAULT_BATCH = 8
 
-ImageInput = Union[PathLike, nib.Nifti1Image]
+ImageInput = Union[PathLike, nib.Nifti1Image, np.ndarray, torch.Tensor]  # MetaTensor is a Tensor
 
 
 @dataclass
@@ -113,13 +114,13 @@ class Segmenter:
         encoder_backend: str = "auto",
     ) -> None:
         from sam_mix_monai.inference.loading import INFERABLE_MODELS, inference_slicing, load_bundle, load_checkpoint
+        from sam_mix_monai.transforms.window import check_window
 
         if checkpoint is not None and bundle is not None:
             raise InputError(None, "give a checkpoint or a bundle, not both")
         if batch_size is not None and int(batch_size) < 1:
             raise InputError(None, f"--batch-size must be at least 1 (got {batch_size})")
-        if window is not None and float(window[1]) <= 0:
-            raise InputError(None, f"--window: width must be positive (got {float(window[1]):g})")
+        check_window(window)
         if prompt_mode not in (None, "volume", "slice"):
             raise InputError(None, f"--prompt-mode {prompt_mode!r}: expected volume or slice")
         if precision not in PRECISIONS:
@@ -204,19 +205,10 @@ class Segmenter:
         parsed = box if isinstance(box, Box3D) else parse_box(box)
         return parsed, self.box_sam
 
-    def _volume(self, image: ImageInput) -> tuple[Any, str, Path | None]:
-        from monai.data import MetaTensor
+    def _volume(self, image: ImageInput, affine: Any = None) -> tuple[Any, str, Path | None]:
+        return to_volume(image, affine)  # type checks at the API boundary (api_input.py)
 
-        if isinstance(image, MetaTensor):  # a (1, X, Y, Z) HU volume with its affine, as read_volume returns
-            return image, case_name(str(image.meta.get("filename_or_obj") or "image")), None
-        if isinstance(image, nib.Nifti1Image):
-            name = Path(image.get_filename()).name if image.get_filename() else "image"
-            vol = volume_from_nifti(image, name)
-            return vol, case_name(name), None
-        path = Path(image)
-        return read_volume(path), case_name(path), path
-
-    def predict(self, image: ImageInput, probabilities: bool = False, box: Any = None) -> Segmentation:
+    def predict(self, image: ImageInput, probabilities: bool = False, box: Any = None, affine: Any = None) -> Segmentation:
         """Segment one scan in memory.
 
         Args:
@@ -224,15 +216,18 @@ class Segmenter:
             probabilities: also return the liver probability image.
             box: a 3D box prompt ``"X1,Y1,Z1,X2,Y2,Z2"`` (inclusive voxel indices of the input array), a
                 :class:`~sam_mix_monai.inference.box3d.Box3D`, or ``None`` (automatic).
+            affine: with an array ``image``: its 4x4 voxel-to-RAS matrix.
 
         Returns:
             The :class:`Segmentation`.
 
         Raises:
+            TypeError, ValueError: ``image`` is not an accepted scan (:mod:`.api_input`).
             InputError: unreadable input, not a 3D volume, or not CT.
         """
+        check_image_input(image, affine)
         prompt, sam = self._prompt(box)
-        vol, name, path = self._volume(image)
+        vol, name, path = self._volume(image, affine)
         check_ct_values(vol, path or name)
         affine = np.asarray(vol.affine, dtype=np.float64)
         if prompt is not None:
@@ -255,6 +250,7 @@ class Segmenter:
         preview: bool = False,
         save_probabilities: bool = False,
         box: Any = None,
+        affine: Any = None,
     ) -> nib.Nifti1Image:
         """Segment one scan; optionally write the outputs.
 
@@ -266,12 +262,17 @@ class Segmenter:
             preview: with a folder output, also write the three-plane PNG.
             save_probabilities: with a folder output, also write the probability NIfTI.
             box: a 3D box prompt (see :meth:`predict`).
+            affine: with an array ``image``: its 4x4 voxel-to-RAS matrix.
 
         Returns:
             The mask as a ``Nifti1Image`` (``uint8``) with the input's shape and affine.
+
+        Raises:
+            TypeError, ValueError: ``image`` is not an accepted scan (:mod:`.api_input`).
         """
+        check_image_input(image, affine)
         if output is None or is_nifti(output):
-            seg = self.predict(image, box=box)
+            seg = self.predict(image, box=box, affine=affine)
             if output is not None:
                 target = Path(output)
                 check_writable_dir(target.parent)
@@ -280,7 +281,7 @@ class Segmenter:
             return seg.mask
         prompt, sam = self._prompt(box)
         out = check_writable_dir(output)
-        vol, name, path = self._volume(image)
+        vol, name, path = self._volume(image, affine)
         case = Case(name, path if path is not None else Path(name))
         res = segment_case(case, self.predictor, self.inferer, out, preview, self.largest_component,
                            save_probabilities, volume=vol, box=prompt, sam=sam)
@@ -337,7 +338,8 @@ def segment(
     """Segment the liver in one CT scan: the one-call form of :class:`Segmenter`.
 
     Args:
-        input: a volume path (NIfTI, NRRD, MHA, DICOM series folder, zipped DICOM) or a ``Nifti1Image``.
+        input: a volume path (NIfTI, NRRD, MHA, DICOM series folder, zipped DICOM), a ``Nifti1Image``, a
+            MONAI ``MetaTensor``, or an array / tensor with ``affine=`` in ``options``.
         output: ``None``, a ``.nii.gz`` file for the mask, or a folder for all outputs (see :meth:`Segmenter.segment`).
         checkpoint: training checkpoint (or pass ``bundle=`` in ``options``).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
@@ -349,5 +351,6 @@ def segment(
     Returns:
         The ``uint8`` mask as a ``Nifti1Image`` on the input's grid.
     """
-    per_call = {k: options.pop(k) for k in ("preview", "save_probabilities", "box") if k in options}
+    check_image_input(input, options.get("affine"))  # before the model loads
+    per_call = {k: options.pop(k) for k in ("preview", "save_probabilities", "box", "affine") if k in options}
     return Segmenter(checkpoint, device=device, **options).segment(input, output, **per_call)

@@ -37,10 +37,10 @@ from monai.data import MetaTensor
 from monai.inferers import Inferer
 from monai.transforms import Resize
 from torch import nn
-from tqdm import tqdm
 
 from sam_mix_monai.inference.geometry import AxialGeometry
 from sam_mix_monai.inference.predictor import SlicePredictor
+from sam_mix_monai.inference.progress import SliceProgress
 from sam_mix_monai.transforms import DEFAULT_WINDOW, HUWindow
 
 __all__ = ["VolumeSliceInferer", "volume_array"]
@@ -188,7 +188,8 @@ class VolumeSliceInferer(Inferer):
         prob = np.full(geo.depth, np.nan, dtype=np.float32) if predictor.has_scores else None
         iou = np.full(geo.depth, np.nan, dtype=np.float32) if predictor.has_scores else None
         probs = np.zeros(arr.shape, dtype=np.float16, order="F") if self.probabilities else None
-        bar = tqdm(total=geo.depth, desc="slices", unit="slice", leave=False, disable=not self.progress)
+        name = str(inputs.meta.get("filename_or_obj", "volume")) if isinstance(inputs, MetaTensor) else "volume"
+        bar = SliceProgress(geo.depth, self.progress, name)  # remaining time; a warning above 1000 slices
         try:
             for z0 in range(0, geo.depth, self.batch_size):
                 z1 = min(z0 + self.batch_size, geo.depth)

@@ -40,8 +40,8 @@ class SlicingConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    window_center: float = DEFAULT_WINDOW[0]
-    window_width: float = Field(DEFAULT_WINDOW[1], gt=0)
+    window_center: float = Field(DEFAULT_WINDOW[0], allow_inf_nan=False)
+    window_width: float = Field(DEFAULT_WINDOW[1], gt=0, allow_inf_nan=False)
     keep_rate: float = DEFAULT_KEEP_RATE
     image_size: int = Field(256, ge=16, le=2048)
 

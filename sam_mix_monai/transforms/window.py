@@ -12,6 +12,8 @@ Example:
 
 from __future__ import annotations
 
+import math
+
 from typing import Hashable, Mapping, Sequence
 
 from monai.config import KeysCollection, NdarrayOrTensor
@@ -28,9 +30,31 @@ def window_bounds(center: float, width: float) -> tuple[float, float]:
         center: window centre in HU.
         width: window width in HU (must be positive).
     """
+    if not (math.isfinite(center) and math.isfinite(width)):
+        raise ValueError(f"window centre and width must be finite numbers, got {center:g}, {width:g}")
     if width <= 0:
         raise ValueError(f"window width must be positive, got {width}")
     return center - width / 2.0, center + width / 2.0
+
+
+def check_window(window: tuple[float, float] | None, flag: str = "--window") -> None:
+    """Require a finite centre and a finite width > 0 (``None`` passes).
+
+    Raises:
+        InputError: naming ``flag`` and the bad value.
+    """
+    from sam_mix_monai.utils.errors import InputError
+
+    if window is None:
+        return
+    try:
+        c, w = (float(v) for v in window)
+    except (TypeError, ValueError):
+        raise InputError(None, f"{flag}: expected two numbers CENTER WIDTH, got {window!r}") from None
+    if not (math.isfinite(c) and math.isfinite(w)):
+        raise InputError(None, f"{flag} {c:g} {w:g}: centre and width must be finite numbers")
+    if w <= 0:
+        raise InputError(None, f"{flag}: width must be positive (got {w:g})")
 
 
 class HUWindow(Transform):

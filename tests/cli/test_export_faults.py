@@ -74,3 +74,28 @@ def test_exported_file_with_non_finite_outputs_is_not_left(tmp_path, capfd, monk
     assert_clean_failure(_export(tiny_checkpoint(), out), capfd, ["model.ts"], inputs, [out],
                          "the exported model gives NaN or infinite outputs")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_full_disk_while_writing_torchscript_is_one_line_and_leaves_nothing(tmp_path, capfd, monkeypatch):
+    """Issue 22 #10: torch's C++ writer aborted the process (SIGABRT) and left a .part file."""
+    from sam_mix_monai.inference import export
+    from tests.faults import enospc
+
+    monkeypatch.setattr(export, "_write_bytes", enospc)
+    inputs = Snapshot(tiny_checkpoint())
+    out = tmp_path / "out" / "model.ts"
+    line = assert_clean_failure(_export(tiny_checkpoint(), out), capfd, [out], inputs, [tmp_path / "out"],
+                                "No space left on device")
+    assert "TorchScript" in line
+
+
+def test_export_refused_before_tracing_when_the_disk_cannot_hold_it(tmp_path, capfd, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _p: usage(1 << 30, (1 << 30) - 4096, 4096))
+    inputs = Snapshot(tiny_checkpoint())
+    out = tmp_path / "model.onnx"
+    rc = main(["-q", "export", "--checkpoint", str(tiny_checkpoint()), "--format", "onnx", "--output", str(out)])
+    assert_clean_failure(rc, capfd, [out], inputs, [out], "no space left on device")

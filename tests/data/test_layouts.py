@@ -61,7 +61,7 @@ def _msd(root, nnunet: bool, channels: dict | None = None):
     if nnunet:
         save_nifti(root / "imagesTr" / "liver_2_0001.nii.gz", img, aff)  # a second channel: not used
     (root / "imagesTr" / "._liver_2.nii.gz").write_bytes(b"macOS resource fork")
-    meta = {"channel_names" if nnunet else "modality": channels or {"0": "CT"}, "labels": {"0": "background", "1": "liver"}}
+    meta = {"channel_names" if nnunet else "modality": channels or {"0": "CT"}, "labels": {"0": "background", "1": "liver", "2": "cancer"}}
     (root / "dataset.json").write_text(json.dumps(meta))
     return root
 

@@ -20,6 +20,7 @@ def test_folder_layouts(tmp_path: Path) -> None:
     d = tmp_path / "in"
     for name in ("volume-10.nii", "volume-2.nii", "segmentation-2.nii", "a_liver.nii.gz"):
         _nii(d / name)
+    (d / "a_liver.json").write_text("{}")  # a_liver.nii.gz is an infer output only beside its JSON
     _nii(d / "s0001" / "ct.nii.gz")
     _nii(d / "s0001" / "segmentations" / "liver.nii.gz")
     (d / "notes").mkdir()
@@ -50,7 +51,7 @@ def test_bad_inputs(tmp_path: Path, what: str) -> None:
 
 
 def test_other_formats_and_our_outputs_in_a_folder(tmp_path: Path) -> None:
-    for name in ("a.nrrd", "b.mha", "c.zip", "a_liver.nii.gz", "a_liver_probabilities.nii.gz", "notes.txt"):
+    for name in ("a.nrrd", "b.mha", "c.zip", "a_liver.nii.gz", "a_liver_probabilities.nii.gz", "a_liver.json", "notes.txt"):
         (tmp_path / name).write_bytes(b"x")
     cases = find_cases([tmp_path])
     assert [(c.name, c.path.name) for c in cases] == [("a", "a.nrrd"), ("b", "b.mha"), ("c", "c.zip")]

@@ -151,3 +151,20 @@ def liver_batch(n: int = 6) -> torch.Tensor:
     lo, hi = c.liver_range
     idx = torch.linspace(lo, hi, n).round().long()
     return x[idx][:, None].float().contiguous()
+
+
+@functools.lru_cache(maxsize=None)
+def lite_checkpoint() -> Path:
+    """A SAM-Mix checkpoint of the default family (LiteMedSAM TinyViT, packaged weights, LoRA) with the
+    compact classifier, untrained, no slice gated (every logit is compared): small enough to export in a test (training format)."""
+    from sam_mix_monai.networks import ModelConfig, build_model
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        cfg = ModelConfig(name="sam_mix", size="lite_medsam", classifier="compact", cls_threshold=0.0)  # no slice gated
+        net = build_model(cfg)
+    path = _tmp_root() / "lite_sam_mix.pt"
+    slicing = SlicingConfig(keep_rate="all", image_size=cfg.image_size).model_dump()
+    record = {"model": cfg.model_dump(mode="json"), "experiment": {}, "version": "test", "commit": None, "slicing": slicing}
+    torch.save({"network": net.state_dict(), "config": record, "checkpointer": {}}, path)
+    return path
