@@ -46,6 +46,7 @@ def backends_section(r: dict) -> list[str]:
     if "int8_check_dice_change" in r:
         lines += [f"int8's own check (phantom slices, box prompt, against the fp32 ONNX encoder): Dice change "
                   f"**{r['int8_check_dice_change']:.4f}** (tolerance 0.005).", ""]
+    lines += [f"- {n}" for n in r.get("notes", [])] + ([""] if r.get("notes") else [])
     lines += ["| CT | backend | dtype | s | slices encoded (calls) | 3D Dice vs reference | Dice vs eager fp32 mask | "
               "Dice change | load |", "|---|---|---|---|---|---|---|---|---|"]
     for name, c in r["cases"].items():
