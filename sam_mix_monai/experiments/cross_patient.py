@@ -236,9 +236,10 @@ def run_cross_patient(cfg: CrossPatientConfig, base: Path, only: Sequence[str] =
     if cfg.zero_shot and zero_shot:
         from sam_mix_monai.networks.default_model import DEFAULT_MODEL
 
-        if DEFAULT_MODEL.is_file():
+        if DEFAULT_MODEL.is_file() and "default model (phantoms)" not in zero:
             zero["default model (phantoms)"] = _score(None, cases, names, cfg.embedding_cache_dir)
-        zero["oracle box (upper bound)"] = {n: _oracle(cases[n], cfg.embedding_cache_dir) for n in names}
+        if "oracle box (upper bound)" not in zero:
+            zero["oracle box (upper bound)"] = {n: _oracle(cases[n], cfg.embedding_cache_dir) for n in names}
         zero_file.parent.mkdir(parents=True, exist_ok=True)
         zero_file.write_text(json.dumps(zero, indent=1), encoding="utf-8")
     jobs = _jobs(cfg, base, root)

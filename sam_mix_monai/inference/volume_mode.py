@@ -30,7 +30,9 @@ from tqdm import tqdm
 
 from sam_mix_monai.inference.geometry import AxialGeometry
 from sam_mix_monai.inference.volume import VolumeSliceInferer, volume_array
-from sam_mix_monai.inference.volume_prompt import VolumePrompt, VolumePromptSettings, volume_prompt, window_slices
+from sam_mix_monai.inference.volume_prompt import (
+    VolumePrompt, VolumePromptSettings, evidence_threshold, volume_prompt, window_slices,
+)
 from sam_mix_monai.networks.decoding import sam_decode, sam_encode
 from sam_mix_monai.utils.precision import autocast
 
@@ -204,7 +206,7 @@ def segment_volume_prompt(
                 slices.encode(zs, bar)
                 ev = _head_evidence(model, slices, zs, ev)
                 cell_mm2 = (big_h / ev.shape[1]) * spacing[0] * (big_w / ev.shape[2]) * spacing[1]
-                present = (ev >= settings.threshold).sum(axis=(1, 2)) * cell_mm2 >= MIN_AREA_MM2
+                present = (ev >= evidence_threshold(ev, settings)).sum(axis=(1, 2)) * cell_mm2 >= MIN_AREA_MM2
                 prompt = volume_prompt(ev, present, spacing, (big_h, big_w), settings)
                 grow_lo = not prompt.empty and prompt.z0 <= lo and lo > 0
                 grow_hi = not prompt.empty and prompt.z1 >= hi and hi < depth - 1
