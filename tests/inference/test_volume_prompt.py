@@ -57,7 +57,7 @@ def test_no_liver_gives_an_empty_prompt():
     prompt = volume_prompt(np.zeros((25, 64, 64), np.float32), np.zeros(25, bool), SPACING, (64, 64))
     assert prompt.empty and list(prompt.slices()) == [] and np.isnan(prompt.boxes).all()
     # presence without any evidence above the threshold is no liver either
-    prompt = volume_prompt(np.full((25, 64, 64), 0.2, np.float32), np.ones(25, bool), SPACING, (64, 64))
+    prompt = volume_prompt(np.full((25, 64, 64), 0.1, np.float32), np.ones(25, bool), SPACING, (64, 64))
     assert prompt.empty
 
 
