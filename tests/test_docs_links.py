@@ -85,7 +85,8 @@ def test_readme_is_short_and_has_the_two_commands() -> None:
     assert "make demo" in text and "make test" in text
     assert "<!-- RESULTS-TABLE -->" in text and "<!-- /RESULTS-TABLE -->" in text
     table = text[text.index("<!-- RESULTS-TABLE -->"):text.index("<!-- /RESULTS-TABLE -->")]
-    assert "±" in table and "study_ircadb.md" in table and "sam-mix study --config configs/study_ircadb.yaml" in table
+    assert "±" in table and "study_cross_patient.md" in table
+    assert "python -m sam_mix_monai.experiments.cross_patient --config configs/study_cross_patient.yaml" in table
 
 
 def test_docs_have_no_machine_paths_or_load_averages() -> None:

@@ -61,7 +61,7 @@ def test_real_dicom_round_trip_matches_cli(tmp_path: Path, real_ct: Path, segmen
 
 
 def test_errors(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="no model"):
+    with pytest.raises(InputError, match="does not look like CT"):  # no checkpoint: the packaged default model
         sam_mix_monai.Segmenter().segment(nib.Nifti1Image(np.zeros((8, 8, 4), np.int16), np.eye(4)))
     with pytest.raises(InputError, match="expected auto, cpu"):
         sam_mix_monai.Segmenter(tiny_checkpoint(), device="gpu")
