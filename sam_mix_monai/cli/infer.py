@@ -137,17 +137,25 @@ def _run(args: argparse.Namespace, inputs: list, out) -> int:
     if rank == 0:  # leftovers of a killed earlier run writing these cases
         clean_stale_parts(out, before=started, stems=[f"{c.name}_liver." for c in cases])
     types = tuple(dict.fromkeys(t for group in (args.output_type or [["nifti"]]) for t in group))
-    segmenter = Segmenter(args.checkpoint, args.bundle, args.device, batch_size=args.batch_size, window=args.window,
-                          precision=args.precision, fast=args.fast, largest_component=not args.no_lcc,
-                          progress=progress, prompt_mode=args.prompt_mode, encoder_backend=args.encoder_backend)
+    def model() -> Segmenter:
+        return Segmenter(args.checkpoint, args.bundle, args.device, batch_size=args.batch_size, window=args.window,
+                         precision=args.precision, fast=args.fast, largest_component=not args.no_lcc,
+                         progress=progress, prompt_mode=args.prompt_mode, encoder_backend=args.encoder_backend)
+
     if len(cases) == 1 and world == 1:  # one case: its problem is the command's error (one line, exit 2)
         if args.skip_existing and finished_summary(out, cases[0], types, args.preview, args.save_probabilities):
             print(f"{cases[0].name}: skipped, {mask_path(out, cases[0], types)} exists")
             return 0
-        res = segmenter.run_one(cases[0], out, args.preview, args.save_probabilities, types, box)
+        from sam_mix_monai.data.io import check_ct_values, read_volume
+        from sam_mix_monai.utils.boundary import stage
+
+        with stage("read", cases[0].path):  # a bad input fails before the model loads (time and memory)
+            volume = read_volume(cases[0].path)
+            check_ct_values(volume, cases[0].path)
+        res = model().run_one(cases[0], out, args.preview, args.save_probabilities, types, box, volume=volume)
         _print_case(res.summary, res.outputs)
         return 0
-    report = segmenter.run(cases, out, preview=args.preview, save_probabilities=args.save_probabilities,
+    report = model().run(cases, out, preview=args.preview, save_probabilities=args.save_probabilities,
                            skip_existing=args.skip_existing, rank=rank, world_size=world, output_types=types, box=box)
     for res in report.results:
         if res.skipped:

@@ -313,11 +313,15 @@ class Segmenter:
                              output_types=output_types, box=prompt, sam=sam)
 
     def run_one(self, case: Case, output_dir: PathLike, preview: bool = False, save_probabilities: bool = False,
-                output_types: Sequence[str] = ("nifti",), box: Any = None) -> CaseResult:
-        """Segment one case into ``output_dir``; its problem raises (the CLI's one-case path)."""
+                output_types: Sequence[str] = ("nifti",), box: Any = None, volume: Any = None) -> CaseResult:
+        """Segment one case into ``output_dir``; its problem raises (the CLI's one-case path).
+
+        ``volume``: the case's image, already read (``None``: read here).
+        """
         prompt, sam = self._prompt(box)
         return segment_case(case, self.predictor, self.inferer, check_writable_dir(output_dir), preview,
-                            self.largest_component, save_probabilities, output_types=output_types, box=prompt, sam=sam)
+                            self.largest_component, save_probabilities, volume=volume, output_types=output_types,
+                            box=prompt, sam=sam)
 
 
 def _check_backend(backend: str) -> str:

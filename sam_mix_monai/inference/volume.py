@@ -218,7 +218,8 @@ class VolumeSliceInferer(Inferer):
         from sam_mix_monai.inference.volume_mode import segment_volume_prompt  # it builds on this module
 
         res = segment_volume_prompt(inputs, predictor.sam_mix, self, evidence=predictor.volume_evidence,
-                                    precision=predictor.precision, probabilities=self.probabilities)
+                                    precision=predictor.precision, probabilities=self.probabilities,
+                                    cls_threshold=predictor.cls_threshold)
         affine = np.asarray(inputs.affine, dtype=np.float64) if isinstance(inputs, MetaTensor) else np.eye(4)
         return self._output(inputs, res.mask, affine, AxialGeometry(affine, res.mask.shape), liver_prob=res.liver_prob,
                             chosen_iou=res.chosen_iou, probabilities=res.probabilities, volume_prompt=res.prompt,

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from sam_mix_monai.inference.geometry import AxialGeometry
+from sam_mix_monai.inference.progress import SliceProgress
 from sam_mix_monai.inference.volume import VolumeSliceInferer, volume_array
 from sam_mix_monai.inference.volume_prompt import (
     VolumePrompt, VolumePromptSettings, evidence_threshold, volume_prompt, window_slices,
@@ -122,7 +123,8 @@ class _Slices:
 
 
 @torch.no_grad()
-def _classifier_pass(model: Any, slices: _Slices, want_cam: bool, grid: int) -> tuple[np.ndarray, np.ndarray | None]:
+def _classifier_pass(model: Any, slices: _Slices, want_cam: bool, grid: int,
+                     progress: SliceProgress) -> tuple[np.ndarray, np.ndarray | None]:
     """Liver probability of every slice, and its CAM on a ``grid`` x ``grid`` map when asked for."""
     depth = slices.geo.depth
     prob = np.zeros(depth, dtype=np.float32)
@@ -135,6 +137,7 @@ def _classifier_pass(model: Any, slices: _Slices, want_cam: bool, grid: int) -> 
         prob[z0:z1] = p["liver_prob"].float().cpu().numpy()
         if cams is not None:
             cams[z0:z1] = F.adaptive_avg_pool2d(p["cam"].float(), grid)[:, 0].cpu().numpy()
+        progress.update(z1 - z0)
     return prob, cams
 
 
@@ -168,6 +171,7 @@ def segment_volume_prompt(
     search_mm: float = 40.0,
     precision: str = "fp32",
     probabilities: bool = False,
+    cls_threshold: float | None = None,
 ) -> VolumeModeResult:
     """Segment a ``(1, X, Y, Z)`` HU volume with a SAM-Mix in volume prompt mode (module docstring).
 
@@ -180,6 +184,8 @@ def segment_volume_prompt(
         search_mm: with ``head`` evidence, how far beyond the classifier's liver slices to encode.
         precision: autocast precision of the networks.
         probabilities: also return the SAM's sigmoid on the input grid.
+        cls_threshold: the classifier's liver-probability gate (``None``: the model's own): the liver
+            slices of ``cam`` evidence, the search range of ``head`` evidence.
 
     Returns:
         The :class:`VolumeModeResult`.
@@ -191,10 +197,13 @@ def segment_volume_prompt(
     sx, sy, dz = geo.ras_spacing
     spacing = (float(sy), float(sx), float(dz))  # rows run along y, columns along x
     grid = max(1, size // 4)  # the CAM's evidence grid (LiteMedSAM's embedding grid at 256)
-    bar = tqdm(total=depth, desc="volume prompt", unit="slice", leave=False, disable=not inferer.progress)
+    name = str(getattr(volume, "meta", {}).get("filename_or_obj") or "volume")
+    cls_bar = SliceProgress(depth, inferer.progress, name)  # remaining time; a warning above 1000 slices
+    bar = tqdm(total=depth, desc="encoder", unit="slice", leave=False, disable=not inferer.progress)
     try:
-        prob, cams = _classifier_pass(model, slices, evidence == "cam", grid)
-        cls_threshold = float(getattr(model, "cls_threshold", 0.5))
+        prob, cams = _classifier_pass(model, slices, evidence == "cam", grid, cls_bar)
+        if cls_threshold is None:
+            cls_threshold = float(getattr(model, "cls_threshold", 0.5))
         if evidence == "cam":
             prompt = volume_prompt(cams, prob >= cls_threshold, spacing, (big_h, big_w), settings)
         else:
@@ -215,6 +224,7 @@ def segment_volume_prompt(
                 lo, hi = (max(0, lo - step) if grow_lo else lo), (min(depth - 1, hi + step) if grow_hi else hi)
         masks, probs, iou = _decode(model, slices, prompt, size, (big_h, big_w), inferer, probabilities, bar)
     finally:
+        cls_bar.close()
         bar.close()
     prob_img = None if probs is None else slices.to_grid(probs, np.float16)
     return VolumeModeResult(slices.to_grid(masks, np.uint8), prob_img, prob, iou, prompt, sorted(slices.embeddings),

@@ -197,9 +197,10 @@ def _sam_branch(cfg: ModelConfig, load_pretrained: bool) -> nn.Module:
 
 
 def _build_sam_mix(cfg: ModelConfig, load_pretrained: bool) -> nn.Module:
+    classifier = build_classifier(cfg.classifier_size)  # first: the order of the random initialisations is kept
     sam = _sam_branch(cfg, load_pretrained)
     net = SAMMix(
-        classifier=build_classifier(cfg.classifier_size),
+        classifier=classifier,
         sam=sam,
         cam_threshold=cfg.cam_threshold,
         cls_threshold=cfg.cls_threshold,

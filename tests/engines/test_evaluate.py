@@ -79,7 +79,9 @@ def test_volume3d_equals_the_infer_path_on_a_full_volume_store(tmp_path):
     net, _, _ = load_checkpoint(tiny_checkpoint())
     res = evaluate_dataset(net, store, "test", ["volume3d"], "cpu")
     (tmp_path / "out").mkdir()
-    out = segment_case(Case("5", image), SlicePredictor(net), VolumeSliceInferer(image_size=IMAGE_SIZE), tmp_path / "out")
+    # the per-slice mode: volume3d stacks per-slice predictions (the volume prompt mode is measured by the infer path)
+    out = segment_case(Case("5", image), SlicePredictor(net, prompt_mode="slice"), VolumeSliceInferer(image_size=IMAGE_SIZE),
+                       tmp_path / "out")
     pred = np.asarray(nib.load(str(out.outputs[0])).dataobj) > 0
     ref = np.asarray(nib.load(str(label)).dataobj) > 0
     infer_dice = float(compute_dice(torch.from_numpy(pred)[None, None].float(), torch.from_numpy(ref)[None, None].float()))
