@@ -24,7 +24,8 @@ EVAL_TOL = 1e-5  # the same weights evaluated by 2 processes (case-partitioned, 
 LOSS_TOL = 0.10  # SAM-Mix, 2 vs 1 process: per-epoch mean training loss, relative (per-rank BN statistics differ)
 EQUIV_TOL = 1e-3  # U-Net (no batch norm), 2 vs 1 process: per-epoch losses, relative (measured: <= 1.3e-4)
 DICE_TOL = 0.01  # ... and test Dice (slice2d, volume3d), absolute
-HD_TOL = 0.05  # ... and test HD / HD95, relative (a single pixel moves a Hausdorff distance)
+HD_TOL = 0.10  # ... and test HD / HD95, relative (a single pixel moves a Hausdorff distance; on 2026-12-07 this AMD EPYC
+# gave slice2d HD 11.95 vs 11.31 px, 5.6 %, at the unchanged c9cdfe7 too: 0.05 failed there, Dice and losses still agree)
 FIXED_BN_TOL = 1e-4  # SAM-Mix with fixed classifier BN statistics, 2 vs 1 process: per-epoch loss terms, relative
 WEIGHT_TOL = 1e-2  # ... and the largest absolute weight difference after 6 Adam steps, 1 vs 2 processes (measured:
 # 4.5e-3 classifier-only, Adam's normalised step amplifies rounding in near-zero gradients; the ranks of the 2-process
