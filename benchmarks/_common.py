@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 import time
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -61,3 +64,13 @@ def gemm_peak(n: int = 2048, dtypes: tuple[str, ...] = ("fp32", "bf16"), repeats
         torch.mm(a, b)  # warm-up
         out[name] = 2.0 * n**3 / best_time(lambda: torch.mm(a, b), repeats) / 1e9
     return out
+
+
+def write_record(res: dict, out: str | Path) -> Path:
+    """Stamp the end-of-run load average into ``res["meta"]`` and write the record as JSON."""
+    res["meta"]["load_average_end"] = list(os.getloadavg())
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(res, indent=1))
+    print(f"wrote {path}")
+    return path

@@ -21,7 +21,6 @@ Writes ``runs/bench/bench_default.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import statistics
@@ -33,7 +32,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from _common import gemm_peak  # noqa: E402 (benchmarks/ is on sys.path when run as a script)
+from _common import gemm_peak, write_record  # noqa: E402 (benchmarks/ is on sys.path when run as a script)
 from _meta import run_meta  # noqa: E402
 from _real import RealCT, dice, load_real, reference_box  # noqa: E402
 
@@ -148,11 +147,7 @@ def main() -> None:
                   f"in {ours['encoder_calls']} calls; Dice {ours['dice_vs_reference']:.3f}; peak RSS {rss:.0f} MB; "
                   f"load {row['load_average']:.1f}", flush=True)
             del ct
-    res["meta"]["load_average_end"] = list(os.getloadavg())
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=1))
-    print(f"wrote {out}")
+    write_record(res, a.out)
 
 
 if __name__ == "__main__":

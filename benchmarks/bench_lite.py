@@ -23,7 +23,6 @@ Writes ``runs/bench/bench_lite.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -40,7 +39,7 @@ from sam_mix_monai.networks.box_prompt import encode_slices, predict_box_mask, p
 from sam_mix_monai.networks.onnx_encoder import OnnxEncoder
 from sam_mix_monai.transforms import HUWindow
 from sam_mix_monai.transforms.axial import display_to_ras, ras_to_display
-from _common import best_time, count_flops, gemm_peak  # noqa: E402 (benchmarks/ is on sys.path when run as a script)
+from _common import best_time, count_flops, gemm_peak, write_record  # noqa: E402 (benchmarks/ is on sys.path when run as a script)
 from _meta import run_meta  # noqa: E402
 
 DEPTH = 200
@@ -174,11 +173,7 @@ def main() -> None:
               f"(extrapolated from {nv['slices_timed']} slices); ratio {nv['volume_s'] / ours['seconds']:.1f}x (goal >= 3x)",
               flush=True)
     res.update(file_to_mask=ours, naive=nv, speedup_vs_naive=nv["volume_s"] / ours["seconds"])
-    res["meta"]["load_average_end"] = list(os.getloadavg())
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=1))
-    print(f"wrote {out}")
+    write_record(res, a.out)
 
 
 if __name__ == "__main__":
