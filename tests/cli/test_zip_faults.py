@@ -74,8 +74,11 @@ def test_bad_max_zip_size_flag(tmp_path, capfd, series_zip):
 def _peak_rss_run(args: list[str], tmp: Path) -> tuple[int, str, int]:
     """Run ``sam-mix`` in a child process; return its exit code, stderr and peak RSS in bytes."""
     rss_file = tmp / "rss.txt"
-    code = ("import resource, sys\nfrom sam_mix_monai.cli.main import main\nrc = main(sys.argv[1:])\n"
-            f"open({str(rss_file)!r}, 'w').write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))\n"
+    # VmHWM of the child's own address space. getrusage(RUSAGE_SELF).ru_maxrss would not do: Linux carries
+    # the parent's peak over fork + exec, so a pytest session that once held 3.4 GB reported 3.4 GB here.
+    code = ("import re, sys\nfrom sam_mix_monai.cli.main import main\nrc = main(sys.argv[1:])\n"
+            "hwm = re.search(r'VmHWM:\\s*(\\d+)', open('/proc/self/status').read()).group(1)\n"
+            f"open({str(rss_file)!r}, 'w').write(hwm)\n"
             "sys.exit(rc)\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp)}
     res = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=600)
