@@ -153,6 +153,12 @@ class LossConfig(_Strict):
             0 = off): the classifier learns where the liver is, not only whether it is there.
         head: Dice + BCE of the liver head (``model.liver_head``) on the labelled slices, liver-free
             ones included (``losses.head_loss``; not in the paper, 0 = off).
+        decoder: decoder fine-tuning (:mod:`.decoder_tuning`): Dice + BCE + IoU MSE of the SAM's single
+            mask from rough boxes on the labelled liver slices; only the mask decoder and prompt encoder
+            learn from it (0 = off).
+        decoder_jitter: the largest move of each edge of the reference box, as a fraction of its side.
+        decoder_evidence_share: per slice, the probability of taking the liver head's evidence box
+            instead (where the head sees liver).
     """
 
     seg_dice: float = Field(1.0, ge=0.0)
@@ -168,6 +174,9 @@ class LossConfig(_Strict):
     seg_consistency_threshold: float = Field(0.9, ge=0.5, le=1.0)
     cam_mask: float = Field(0.0, ge=0.0)
     head: float = Field(0.0, ge=0.0)
+    decoder: float = Field(0.0, ge=0.0)
+    decoder_jitter: float = Field(0.15, ge=0.0, le=1.0)
+    decoder_evidence_share: float = Field(0.5, ge=0.0, le=1.0)
 
 
 class AugmentConfig(_Strict):
@@ -205,6 +214,8 @@ class TrainConfig(_Strict):
             or over the labelled ones when the unlabelled step is off).
         batch_size: labelled slices per iteration (global, over all ranks).
         lr, weight_decay, optimizer: Adam(W).
+        sam_lr: learning rate of the SAM's prompt encoder and mask decoder (``None``: ``lr``); a
+            pretrained decoder fine-tuned by ``loss.decoder`` wants less than a head learning from scratch.
         scheduler: per-epoch LR schedule; ``warmup_epochs`` of linear warm-up first.
         min_lr_ratio: final LR of ``cosine`` / ``poly`` as a fraction of ``lr``.
         val_interval: validate every k epochs.
@@ -233,6 +244,7 @@ class TrainConfig(_Strict):
     iterations_per_epoch: int | None = Field(None, ge=1)
     batch_size: int = Field(8, ge=1)
     lr: float = Field(1e-4, gt=0.0)
+    sam_lr: float | None = Field(None, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)
     optimizer: Literal["adam", "adamw"] = "adam"
     scheduler: Literal["constant", "cosine", "poly", "step"] = "cosine"

@@ -232,6 +232,8 @@ class SAMMixLoss(nn.Module):
         balanced_pseudo: class-balanced ``pseudo_cls`` (:func:`fixmatch_loss`).
         cam_mask: weight of the CAM localisation term (:func:`cam_mask_loss`; 0: off, the paper).
         head: weight of the liver head's Dice + BCE on its embedding grid (:func:`head_loss`; 0: off).
+        decoder: weight of decoder fine-tuning (:func:`.decoder_tuning.decoder_loss`, computed by the
+            trainer; 0: off); ``decoder_jitter``, ``decoder_evidence_share``: its box settings.
     """
 
     def __init__(
@@ -249,14 +251,19 @@ class SAMMixLoss(nn.Module):
         balanced_pseudo: bool = False,
         cam_mask: float = 0.0,
         head: float = 0.0,
+        decoder: float = 0.0,
+        decoder_jitter: float = 0.15,
+        decoder_evidence_share: float = 0.5,
     ) -> None:
         super().__init__()
         self.weights = {
             "seg_dice": float(seg_dice), "seg_bce": float(seg_bce), "iou": float(iou), "cls": float(cls),
             "unlabelled_cls": float(unlabelled_cls), "pseudo_cls": float(pseudo_cls),
             "seg_consistency": float(seg_consistency), "cam_mask": float(cam_mask),
-            "head": float(head),
+            "head": float(head), "decoder": float(decoder),
         }
+        self.decoder_jitter = float(decoder_jitter)
+        self.decoder_evidence_share = float(decoder_evidence_share)
         self.pseudo_threshold = float(pseudo_threshold)
         self.seg_consistency_threshold = float(seg_consistency_threshold)
         self.balanced_cls = bool(balanced_cls)

@@ -137,6 +137,17 @@ def _trainable(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
+def _param_groups(model: nn.Module, sam_lr: float | None) -> list[dict[str, Any]]:
+    """One group of every trainable parameter, or (``sam_lr``) the SAM's prompt encoder and mask decoder apart."""
+    sam = getattr(model, "sam", None)
+    if sam_lr is None or sam is None:
+        return [{"params": _trainable(model)}]
+    own = {id(p) for m in (sam.prompt_encoder, sam.mask_decoder) for p in m.parameters()}
+    rest = [p for p in _trainable(model) if id(p) not in own]
+    tuned = [p for p in _trainable(model) if id(p) in own]
+    return [{"params": rest}, {"params": tuned, "lr": float(sam_lr)}]
+
+
 def _fast_frozen_encoder(sam: nn.Module, device: torch.device) -> tuple[nn.Module | None, str]:
     """A frozen LiteMedSAM encoder on the CPU computes the cache's embeddings through ONNX Runtime (3x eager fp32)."""
     from sam_mix_monai.networks.lite_medsam import LiteImageEncoder
@@ -205,7 +216,7 @@ def build_training(cfg: ExperimentConfig, run_dir: PathLike, resume: bool = Fals
     unl_stream = None if unlabelled is None else training_stream(
         unlabelled, cfg.unlabelled.batch_size // w, length, tc.seed + 1, r, w, d.num_workers)
     opt_cls = torch.optim.AdamW if tc.optimizer == "adamw" else torch.optim.Adam
-    optimizer = opt_cls(_trainable(model), lr=tc.lr, weight_decay=tc.weight_decay)
+    optimizer = opt_cls(_param_groups(model, tc.sam_lr), lr=tc.lr, weight_decay=tc.weight_decay)
     scheduler = build_scheduler(optimizer, tc)  # the same function the bundle's train.yaml names
     a = cfg.augment
     augment = WeakStrongAugment(a.flip_prob, a.shift, a.rotate_deg, a.scale, a.shear, a.strong_ops, a.magnitude, a.cutout)

@@ -60,6 +60,7 @@ from torch.utils.data import DataLoader
 
 from sam_mix_monai.engines.augment import WeakStrongAugment
 from sam_mix_monai.engines.batch import network_size, prepare_slices, resize_batch, run_network, unwrap
+from sam_mix_monai.engines.decoder_tuning import decoder_loss
 from sam_mix_monai.engines.losses import SAMMixLoss, consistency_loss, fixmatch_loss, masked_cross_entropy
 from sam_mix_monai.utils.errors import InputError
 from sam_mix_monai.utils.precision import autocast, normalize_precision
@@ -304,6 +305,10 @@ class SAMMixTrainer(SupervisedTrainer):
             engine.state.output[Keys.PRED] = out
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)
             terms = loss.supervised(out, mask, label)
+            if loss.wants("decoder") and getattr(unwrap(net), "classifier", None) is not None:
+                box_rng = torch.Generator().manual_seed(self.iteration_seed(it, 4) + self.rank)
+                terms["decoder"] = decoder_loss(unwrap(net), image, mask, box_rng, loss.decoder_jitter,
+                                                loss.decoder_evidence_share, out.get("head_logits"))
             if extra is not None:
                 terms.update(self._fixmatch_terms(out["extra_class_logits"], unl_label))
             elif self.unlabelled_data_loader is not None:
