@@ -54,7 +54,7 @@ bench-infer: install
 	$(PY) benchmarks/bench_lite.py
 
 # The default path, file in to mask, on the phantom and ../shared's real CTs, beside the naive loop
-# (BENCH_CHECKPOINT=best.pt: a SAM-Mix checkpoint instead of the pretrained LiteMedSAM + reference box).
+# (the packaged default model in volume prompt mode; BENCH_CHECKPOINT=best.pt: another SAM-Mix checkpoint).
 bench-default: install
 	$(PY) benchmarks/bench_default.py $(if $(BENCH_CHECKPOINT),--checkpoint $(BENCH_CHECKPOINT))
 

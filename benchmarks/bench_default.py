@@ -1,10 +1,11 @@
 """The default inference path, file in to mask written, as a user calls it (part of ``make bench``).
 
-For each CT: ``Segmenter(checkpoint)`` (or ``Segmenter()``: the pretrained LiteMedSAM with a box)
-built once, then ``segment(path, "mask.nii.gz", box=...)`` timed ``--runs`` times (median reported):
-reading, slicing, the encoder on its default backend, decoding, the mask written. Without
-``--checkpoint`` the box is the reference mask's tight 3D box (real CTs) or the phantom's known liver
-box; with one, the checkpoint's own prompts run (no box). CTs:
+For each CT: ``Segmenter()`` (the packaged default liver model in volume prompt mode, what
+``sam-mix infer CT -o OUT`` runs; ``--checkpoint``: another SAM-Mix) built once in a fresh process,
+then ``segment(path, "mask.nii.gz")`` timed ``--runs`` times (median reported): reading, the classifier
+pass, the encoder on its default backend over the liver's range, decoding, the mask written. With
+``--box`` the pretrained LiteMedSAM segments from the reference mask's tight 3D box instead (the box
+path). CTs:
 
 * ``phantom``: a synthetic 512x512x200 CT with liver on about 100 slices (``.nii.gz``, LPS header);
 * ``ircadb_07``, ``ircadb_17``: ``../shared/data/real`` (skipped with a note when absent).
@@ -13,7 +14,8 @@ Beside each, measured in the same run: the **naive loop** (the same pretrained L
 batch 1, encoder + decoder on every slice of the volume, timed on ``--naive-slices`` evenly spaced
 slices and extrapolated to all of them, ``0``: every slice), the ``torch.mm`` 2048^2 fp32 peak, the
 encoder calls per slice of the volume (:class:`~sam_mix_monai.networks.encoder_backend.CountingEncoder`),
-the process's peak RSS, the CPU model, the load average and the date.
+the peak RSS of the process that built the model and segmented (``VmHWM``: each CT runs in a fresh
+process), the CPU model, the load average and the date.
 
 Writes ``runs/bench/bench_default.json``.
 """
@@ -21,8 +23,9 @@ Writes ``runs/bench/bench_default.json``.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
-import resource
+import re
 import statistics
 import tempfile
 import time
@@ -53,18 +56,22 @@ def _encoder_owner(seg) -> torch.nn.Module:
     return sam_mix.sam if sam_mix is not None else seg.box_sam
 
 
-def default_path(ct: RealCT, checkpoint: str | None, runs: int, out: Path) -> dict:
-    """Median wall time of ``Segmenter.segment`` (file in, mask written) and what it encoded."""
+def default_path(ct: RealCT, checkpoint: str | None, runs: int, out: Path, box: bool = False, threads: int = 2) -> dict:
+    """Median wall time of ``Segmenter.segment`` (file in, mask written), what it encoded, its peak RSS.
+
+    Meant to run in a fresh process (:func:`_in_child`): the peak RSS is then this CT's alone.
+    """
     from sam_mix_monai import Segmenter
     from sam_mix_monai.networks.encoder_backend import CountingEncoder
 
+    torch.set_num_threads(threads)
     t0 = time.perf_counter()
     seg = Segmenter(checkpoint, device="cpu")
     sam = _encoder_owner(seg)
     setup = time.perf_counter() - t0  # model load + (first time only) the encoder export
     counter = CountingEncoder(sam.image_encoder)
     sam.image_encoder = counter
-    box = None if checkpoint else ct.box
+    box = ct.box if box else None
     times, mask = [], None
     for _ in range(runs):
         counter.calls = counter.slices = 0
@@ -75,7 +82,20 @@ def default_path(ct: RealCT, checkpoint: str | None, runs: int, out: Path) -> di
     depth = int(ct.reference.shape[2])
     return {"seconds": statistics.median(times), "runs_s": times, "setup_s": setup, "backend": seg.encoder_backend,
             "box": box, "encoder_calls": counter.calls, "encoded_slices": counter.slices, "volume_slices": depth,
-            "encoded_per_slice": counter.slices / depth, "dice_vs_reference": dice(mask, ct.reference)}
+            "encoded_per_slice": counter.slices / depth, "dice_vs_reference": dice(mask, ct.reference),
+            "peak_rss_mb": _vm_hwm_mb()}
+
+
+def _vm_hwm_mb() -> float:
+    """This process's peak RSS in MB (``VmHWM``; getrusage's ru_maxrss carries a parent's peak over fork + exec)."""
+    with open("/proc/self/status") as f:
+        return int(re.search(r"VmHWM:\s*(\d+)", f.read()).group(1)) / 1024
+
+
+def _in_child(*args) -> dict:
+    """:func:`default_path` in a fresh (spawned) process."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(default_path, args)
 
 
 def naive_loop(ct: RealCT, n: int) -> dict:
@@ -113,7 +133,8 @@ def naive_loop(ct: RealCT, n: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--checkpoint", default=None, help="a SAM-Mix checkpoint (default: the pretrained LiteMedSAM + box)")
+    ap.add_argument("--checkpoint", default=None, help="a SAM-Mix checkpoint (default: the packaged default liver model)")
+    ap.add_argument("--box", action="store_true", help="the box path: the pretrained LiteMedSAM from the reference 3D box")
     ap.add_argument("--cases", nargs="+", default=["phantom", "ircadb_07", "ircadb_17"])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
@@ -124,7 +145,7 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     res: dict = {"meta": {**run_meta(a.threads), "load_average_start": list(os.getloadavg())},
-                 "checkpoint": a.checkpoint, "cases": {}}
+                 "checkpoint": a.checkpoint, "box": a.box, "mode": "box" if a.box else "volume prompt", "cases": {}}
     res["gemm_peak_gflops_per_s"] = gemm_peak(dtypes=("fp32",))["fp32"]
     print(f"torch.mm 2048^2 fp32 peak: {res['gemm_peak_gflops_per_s']:.0f} GFLOP/s", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench_default_") as tmp_s:
@@ -135,8 +156,8 @@ def main() -> None:
                 print(f"{name}: not found under ../shared/data/real: skipped", flush=True)
                 res["cases"][name] = {"skipped": "not found under ../shared/data/real"}
                 continue
-            ours = default_path(ct, a.checkpoint, a.runs, tmp)
-            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MB (Linux: kB)
+            ours = _in_child(ct, a.checkpoint, a.runs, tmp, a.box, a.threads)
+            rss = ours["peak_rss_mb"]
             nv = naive_loop(ct, a.naive_slices)
             row = {"default": ours, "naive": nv, "speedup_vs_naive": nv["seconds"] / ours["seconds"],
                    "peak_rss_mb": rss, "load_average": os.getloadavg()[0]}

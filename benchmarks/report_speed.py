@@ -13,9 +13,14 @@ def _meta(meta: dict) -> list[str]:
 
 def default_section(r: dict) -> list[str]:
     """File in to mask on the default path, beside the same-run naive loop and GEMM peak."""
-    model = f"checkpoint `{r['checkpoint']}`" if r.get("checkpoint") else "pretrained LiteMedSAM + reference 3D box"
+    if r.get("box"):
+        model, call = "pretrained LiteMedSAM + reference 3D box", "segment(path, mask.nii.gz, box=...)"
+    else:
+        model = f"checkpoint `{r['checkpoint']}`" if r.get("checkpoint") else "the packaged default liver model"
+        model, call = f"{model}, volume prompt mode", "segment(path, mask.nii.gz)"
     lines = ["## The default path, file in to mask (`make bench-default`, `bench_default.py`)", "", *_meta(r["meta"]),
-             f"`Segmenter(...).segment(path, mask.nii.gz, box=...)` as a user calls it ({model}); median of the runs. "
+             f"`Segmenter(...).{call}` as a user calls it ({model}), each CT in a fresh process (peak RSS = its "
+             f"VmHWM: model load included); median of the runs. "
              f"Same-run references: the naive loop (eager fp32 LiteMedSAM, batch 1, encoder + decoder on every slice) "
              f"and the `torch.mm` 2048² fp32 peak, **{r['gemm_peak_gflops_per_s']:.0f} GFLOP/s**.", "",
              "| CT | slices | encoder backend | s, file → mask (median) | runs (s) | naive loop s | speed-up (goal ≥ 5×) | "
