@@ -43,6 +43,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "without it a prediction must be a binary mask")
     p.add_argument("--protocol", action="append", choices=("slice2d", "volume3d"),
                    help="evaluation protocol (repeatable; default slice2d)")
+    p.add_argument("--prompt-mode", choices=("volume", "slice"), default=None,
+                   help="a SAM-Mix checkpoint's prompts for volume3d: volume (one 3D prompt per case, scored by the "
+                        "sam-mix infer path on each case put back together from the store) or slice (the per-slice "
+                        "predictions stacked); default: the checkpoint's model.prompt_mode")
     p.add_argument("--split", default="test", help="split to evaluate, or 'all' (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=16, help="slices per batch (default %(default)s)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="device (default %(default)s)")
@@ -62,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     if not (args.checkpoint or args.zero_shot) or not args.data:
         raise InputError(None, "give --checkpoint (or --zero-shot) with --data, or --pred DIR with --ref DIR")
     from sam_mix_monai.engines.config import apply_overrides
-    from sam_mix_monai.engines.evaluate import evaluate_checkpoint, evaluate_zero_shot, format_results
+    from sam_mix_monai.engines.evaluate import evaluate_zero_shot, format_results
     from sam_mix_monai.engines.handlers.history import json_safe
 
     if args.batch_size < 1:
@@ -75,13 +79,17 @@ def run(args: argparse.Namespace) -> int:
     if set(sets) - {"model"}:
         raise InputError("--set", "only model.* prompt switches can be changed at evaluation")
     if args.zero_shot:
+        if args.prompt_mode is not None:
+            raise InputError("--prompt-mode", "applies to a SAM-Mix checkpoint, not to --zero-shot rows")
         results = {}
         for row in dict.fromkeys(args.zero_shot):
             res = evaluate_zero_shot(row, args.data, protocols, split, args.device, args.batch_size, sets.get("model", {}))
             results[f"{res['row']} ({args.split})"] = res
     else:
-        res = evaluate_checkpoint(args.checkpoint, args.data, protocols, split, args.device, args.batch_size,
-                                  sets.get("model", {}))
+        from sam_mix_monai.inference.store_volumes import evaluate_checkpoint_volumes
+
+        res = evaluate_checkpoint_volumes(args.checkpoint, args.data, protocols, split, args.device, args.batch_size,
+                                          sets.get("model", {}), args.prompt_mode)
         results = {f"{args.split}": res}
     print(format_results(results))
     for name, res in results.items():

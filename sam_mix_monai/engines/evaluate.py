@@ -26,7 +26,8 @@ from sam_mix_monai.engines.loaders import evaluation_loader
 from sam_mix_monai.networks.run_checkpoint import load_checkpoint
 from sam_mix_monai.utils.errors import InputError, PathLike
 
-__all__ = ["ZERO_SHOT", "evaluate_zero_shot", "evaluate_dataset", "evaluate_checkpoint", "format_results"]
+__all__ = ["ZERO_SHOT", "evaluate_zero_shot", "evaluate_dataset", "evaluate_checkpoint", "format_results",
+           "split_summary"]
 
 
 def evaluate_dataset(
@@ -51,9 +52,7 @@ def evaluate_dataset(
         ``{"data", "split", "slices", "liver_slices", "cases", "metrics": {...}, "volume3d_cases": [...],
         "refused": {protocol: reason}}``.
     """
-    ds = SliceDataset(path, split=split)
-    if len(ds) == 0:
-        raise InputError(path, f"split {split!r} holds no slices")
+    summary = split_summary(path, split)
     refused = {}
     if "volume3d" in protocols and (reason := SliceTable(path).volume3d_refusal()) is not None:
         refused["volume3d"] = reason
@@ -64,17 +63,32 @@ def evaluate_dataset(
     evaluator.logger.setLevel(logging.WARNING)
     evaluator.run()
     metrics = {k: float(v) for k, v in evaluator.state.metrics.items() if isinstance(v, (int, float))}
-    labels = ds.table.labels[ds.rows]
     return {
-        "data": str(path),
-        "split": split,
+        "data": summary.pop("data"),
+        "split": summary.pop("split"),
         "protocols": list(protocols),
-        "slices": int(len(ds)),
-        "liver_slices": int((labels > 0).sum()),
-        "cases": int(len(set(ds.table.case_ids[ds.rows].tolist()))),
+        **summary,  # slices, liver_slices, cases
         "metrics": metrics,
         "volume3d_cases": evaluator.state.metric_details.get("volume3d", []),
         "refused": refused,
+    }
+
+
+def split_summary(path: PathLike, split: str | None) -> dict[str, Any]:
+    """``{"data", "split", "slices", "liver_slices", "cases"}`` of one split of a slice store.
+
+    Raises:
+        InputError: the split holds no slices (or the store cannot be read).
+    """
+    ds = SliceDataset(path, split=split)
+    if len(ds) == 0:
+        raise InputError(path, f"split {split!r} holds no slices")
+    return {
+        "data": str(path),
+        "split": split,
+        "slices": int(len(ds)),
+        "liver_slices": int((ds.table.labels[ds.rows] > 0).sum()),
+        "cases": int(len(set(ds.table.case_ids[ds.rows].tolist()))),
     }
 
 
@@ -170,6 +184,10 @@ def format_results(results: dict[str, dict[str, Any]]) -> str:
             f"{_fmt(m.get('box_iou')):>6} {_fmt(m.get('box_centroid')):>5}"
         )
     for name, r in results.items():
+        mode = r.get("volume3d_prompt_mode")
+        if mode and "volume3d_dice" in r["metrics"]:
+            how = "the sam-mix infer volume path" if mode == "volume" else "per-slice predictions stacked"
+            lines.append(f"{name}: volume3d scored in {mode} prompt mode ({how})")
         for protocol, reason in (r.get("refused") or {}).items():
             lines.append(f"{name}: {protocol} refused: {reason}")
     return "\n".join(lines)

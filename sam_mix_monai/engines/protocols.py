@@ -8,7 +8,10 @@
   95th-percentile Hausdorff distance in mm with the stored pixel spacing (MONAI ``DiceMetric``,
   ``HausdorffDistanceMetric(percentile=95)``), averaged over the cases that contain liver. Only
   meaningful on a store of whole volumes: :func:`~sam_mix_monai.engines.evaluate.evaluate_dataset`
-  refuses it (with the reason) on a store that keeps a central slab;
+  refuses it (with the reason) on a store that keeps a central slab. This stacks the per-slice
+  prompts' predictions; ``sam-mix evaluate`` scores a SAM-Mix in volume prompt mode through the
+  ``sam-mix infer`` volume path instead (:mod:`sam_mix_monai.inference.store_volumes`, with
+  :func:`volume_case_scores` and :func:`volume_means`);
 * classification: accuracy, F1 and ROC AUC of "liver present" over slices with a known label.
 
 A Hausdorff distance is undefined when the prediction is empty and the ground truth is not
@@ -29,7 +32,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections import defaultdict
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import ignite.distributed as idist
 import torch
@@ -48,6 +51,8 @@ __all__ = [
     "VolumeMetrics",
     "classification_metrics",
     "slice2d_metrics",
+    "volume_case_scores",
+    "volume_means",
 ]
 
 PROTOCOLS = ("slice2d", "volume3d")
@@ -200,21 +205,12 @@ class VolumeMetrics:
 
     def case_metrics(self) -> list[dict[str, Any]]:
         """3D metrics of the cases collected on this rank."""
-        dice = DiceMetric(include_background=True, reduction="none")
-        hd = BoundedHausdorffDistanceMetric(percentile=self.percentile, reduction="none")
         rows = []
         for case, items in sorted(self._slices.items()):
             items.sort(key=lambda t: t[0])
             p = torch.stack([t[1] for t in items], dim=-1)  # (H, W, D) uint8
-            if self.largest_component:
-                p = torch.from_numpy(keep_largest_component(p.numpy().copy()))
-            p = p[None, None].float()  # (1, 1, H, W, D)
-            y = torch.stack([t[2] for t in items], dim=-1)[None, None].float()
-            spacing = self._spacing[case]
-            d = float(dice(p, y)[0, 0]) if y.any() else float("nan")
-            h = float(hd(p, y, spacing=spacing)[0, 0])
-            rows.append({"case_id": case, "slices": len(items), "dice": d, "hd95_mm": h,
-                         "liver_voxels": int(y.sum()), "pred_voxels": int(p.sum())})
+            y = torch.stack([t[2] for t in items], dim=-1)
+            rows.append(volume_case_scores(case, p, y, self._spacing[case], self.percentile, self.largest_component))
         return rows
 
     def completed(self, engine: Engine) -> None:
@@ -224,7 +220,39 @@ class VolumeMetrics:
             gathered = idist.all_gather(rows)
             rows = list({r["case_id"]: r for part in gathered for r in (part if isinstance(part, list) else [part])}.values())
             rows.sort(key=lambda r: r["case_id"])
-        scored = [r for r in rows if not math.isnan(r["dice"])]
-        engine.state.metrics["volume3d_dice"] = sum(r["dice"] for r in scored) / len(scored) if scored else float("nan")
-        engine.state.metrics["volume3d_hd95"] = sum(r["hd95_mm"] for r in scored) / len(scored) if scored else float("nan")
+        engine.state.metrics.update(volume_means(rows))
         engine.state.metric_details["volume3d"] = rows
+
+
+def volume_case_scores(case: str, pred: torch.Tensor, label: torch.Tensor, spacing: Sequence[float],
+                       percentile: float = 95.0, largest_component: bool = True) -> dict[str, Any]:
+    """3D Dice and HD (mm) of one case: the ``volume3d`` row.
+
+    Args:
+        case: its case id.
+        pred, label: ``(H, W, D)`` binary stacks of display slices (uint8).
+        spacing: mm per pixel row, column and slice (the store's ``spacing``).
+        percentile: Hausdorff percentile (95).
+        largest_component: keep the largest 3D component of ``pred`` first (as ``sam-mix infer``).
+
+    Returns:
+        ``{"case_id", "slices", "dice", "hd95_mm", "liver_voxels", "pred_voxels"}`` (``dice`` ``nan`` without liver).
+    """
+    p = pred.to(torch.uint8)
+    if largest_component:
+        p = torch.from_numpy(keep_largest_component(p.numpy().copy()))
+    p = p[None, None].float()  # (1, 1, H, W, D)
+    y = label[None, None].float()
+    d = float(DiceMetric(include_background=True, reduction="none")(p, y)[0, 0]) if y.any() else float("nan")
+    hd = BoundedHausdorffDistanceMetric(percentile=percentile, reduction="none")
+    h = float(hd(p, y, spacing=[float(s) for s in spacing])[0, 0])
+    return {"case_id": case, "slices": int(label.shape[-1]), "dice": d, "hd95_mm": h,
+            "liver_voxels": int(y.sum()), "pred_voxels": int(p.sum())}
+
+
+def volume_means(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """``volume3d_dice`` and ``volume3d_hd95``: means over the cases with liver (``nan`` without any)."""
+    scored = [r for r in rows if not math.isnan(r["dice"])]
+    nan = float("nan")
+    return {"volume3d_dice": sum(r["dice"] for r in scored) / len(scored) if scored else nan,
+            "volume3d_hd95": sum(r["hd95_mm"] for r in scored) / len(scored) if scored else nan}

@@ -8,6 +8,8 @@
 * :mod:`.cases` input discovery; :mod:`.runner` the per-case loop and outputs;
 * :mod:`.loading` checkpoints and bundles; :mod:`.export` TorchScript / ONNX;
 * :mod:`.distributed` case sharding under ``torchrun``; :mod:`.bundle` bundle config entry functions.
+* :mod:`.store_volumes` ``sam-mix evaluate``'s ``volume3d`` of a volume-mode SAM-Mix: store cases put back
+  together as volumes and segmented by the infer path.
 """
 
 from sam_mix_monai.inference.bundle import BundleEvaluator, bundle_cases, bundle_inference, ensure_phantom_ct, training_store

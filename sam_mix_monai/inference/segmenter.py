@@ -93,6 +93,8 @@ class Segmenter:
         progress: progress bars over slices and cases.
         prompt_mode: a SAM-Mix's prompts: ``volume`` (one consistent 3D prompt per CT, the default of
             every SAM-Mix config), ``slice`` (the paper's per-slice CAM prompts) or ``None`` (the model's own).
+        prompt_overrides: with a checkpoint, new values of prompt switches that leave the weights as they
+            are (:data:`~sam_mix_monai.networks.registry.PROMPT_KEYS`, as ``sam-mix evaluate --set``).
 
     Raises:
         InputError: no or two model sources, an unreadable checkpoint, an unknown or absent device,
@@ -112,6 +114,7 @@ class Segmenter:
         progress: bool = False,
         prompt_mode: str | None = None,
         encoder_backend: str = "auto",
+        prompt_overrides: dict[str, Any] | None = None,
     ) -> None:
         from sam_mix_monai.inference.loading import INFERABLE_MODELS, inference_slicing, load_bundle, load_checkpoint
         from sam_mix_monai.transforms.window import check_window
@@ -135,13 +138,19 @@ class Segmenter:
         self._backend = _check_backend(encoder_backend)
         settings: dict[str, Any] = {}
         network = None
+        if prompt_overrides and checkpoint is None:
+            raise InputError(None, "prompt switches can only be changed on a training checkpoint")
+        #: the checkpoint's :class:`~sam_mix_monai.networks.ModelConfig` (with its overrides); ``None`` for a bundle
+        self.model_config = None
         if bundle is not None:
             network, settings = load_bundle(bundle, self.device)
         else:
             if checkpoint is not None:
-                network, cfg, record = load_checkpoint(checkpoint, self.device, models=INFERABLE_MODELS)
+                network, cfg, record = load_checkpoint(checkpoint, self.device, models=INFERABLE_MODELS,
+                                                       prompt_overrides=prompt_overrides)
             else:  # the packaged default liver model (SHA-256 checked)
                 network, cfg, record = load_trained_parts(device=self.device)
+            self.model_config = cfg
             settings = inference_slicing(record, checkpoint or DEFAULT_MODEL, window)  # slice size / window of training
             settings.setdefault("image_size", cfg.image_size)
         self.largest_component = bool(largest_component)

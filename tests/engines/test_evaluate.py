@@ -49,20 +49,10 @@ def test_prompt_overrides_change_the_switch_not_the_weights(tmp_path):
 
 def _one_case_store(tmp_path, keep_rate):
     """A held-out phantom case as NIfTI and as a one-case test store at the network's size (64)."""
-    from sam_mix_monai.data.converter import slice_case
-    from sam_mix_monai.data.h5store import SliceStoreWriter
-    from sam_mix_monai.data.layouts import CaseFiles
-    from sam_mix_monai.transforms import SlicingConfig
-    from tests.inference.tiny_model import IMAGE_SIZE, phantom, save_case
+    from tests.inference.tiny_model import case_store
 
-    c = phantom(5, matrix=IMAGE_SIZE)
-    image = save_case(tmp_path / "volume-5.nii", c.image, c.affine)
-    label = save_case(tmp_path / "segmentation-5.nii", c.label.astype("uint8"), c.affine)
-    cfg = SlicingConfig(keep_rate=keep_rate, image_size=IMAGE_SIZE)
-    store = tmp_path / f"one_{keep_rate}.h5"
-    with SliceStoreWriter(store, IMAGE_SIZE, cfg.model_dump()) as w:
-        w.append(slice_case(CaseFiles("5", image, label), cfg), "test")
-    return image, label, store
+    store, files = case_store(tmp_path, keep_rate)
+    return (*files["5"], store)
 
 
 def test_volume3d_equals_the_infer_path_on_a_full_volume_store(tmp_path):

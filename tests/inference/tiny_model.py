@@ -49,6 +49,32 @@ def save_case(path: Path, image: np.ndarray, affine: np.ndarray) -> Path:
     return path
 
 
+def case_store(tmp_path: Path, keep_rate, case_ids=(5,), orientation: str = "RAS", matrix: int = IMAGE_SIZE,
+               split: str = "test") -> tuple[Path, dict[str, tuple[Path, Path]]]:
+    """Held-out phantom cases as NIfTI and as a test store at the network's slice size (64).
+
+    Returns:
+        ``(store, {case_id: (image, label)})``.
+    """
+    from sam_mix_monai.data.converter import slice_case
+    from sam_mix_monai.data.h5store import SliceStoreWriter
+    from sam_mix_monai.data.layouts import CaseFiles
+    from sam_mix_monai.transforms import SlicingConfig
+
+    cfg = SlicingConfig(keep_rate=keep_rate, image_size=IMAGE_SIZE)
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    store = tmp_path / f"store_{keep_rate}_{orientation}_{matrix}.h5"
+    files = {}
+    with SliceStoreWriter(store, IMAGE_SIZE, cfg.model_dump()) as w:
+        for cid in case_ids:
+            c = phantom(cid, orientation, matrix)
+            image = save_case(tmp_path / f"volume-{cid}.nii", c.image, c.affine)
+            label = save_case(tmp_path / f"segmentation-{cid}.nii", c.label.astype("uint8"), c.affine)
+            w.append(slice_case(CaseFiles(str(cid), image, label), cfg), split)
+            files[str(cid)] = (image, label)
+    return store, files
+
+
 def _plain(x) -> torch.Tensor:
     """A plain tensor (MetaTensor's ``__torch_function__`` slows every op down)."""
     return x.as_tensor() if isinstance(x, MetaTensor) else torch.as_tensor(x)
