@@ -101,6 +101,11 @@ class DataConfig(_Strict):
             ``test_split: null`` evaluates only the ``evaluate.cross_domain`` sets, e.g. when the
             training store is a single patient and the test patient lives in another store).
         num_workers: data-loader worker processes.
+        extra_path: another store whose labelled slices join the labelled set (e.g. the synthetic
+            phantoms, ``data/phantom/phantom_a.h5``, beside one real patient: the phantom slices as
+            extra labelled training data; ``None``: none). Its slices must have the same size.
+        extra_n_labelled: liver-positive slices taken from ``extra_path``'s train split (and
+            ``empty_per_labelled`` liver-free ones per slice), drawn with ``label_seed``.
     """
 
     path: Path
@@ -112,6 +117,8 @@ class DataConfig(_Strict):
     val_split: Split | None = "val"
     test_split: Split | None = "test"
     num_workers: int = Field(0, ge=0)
+    extra_path: Path | None = None
+    extra_n_labelled: int = Field(50, ge=1)
 
     @property
     def n_empty(self) -> int:

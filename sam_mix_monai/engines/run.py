@@ -27,6 +27,7 @@ from ignite.handlers import ProgressBar
 from monai.handlers import CheckpointLoader, LrScheduleHandler, StatsHandler, TensorBoardStatsHandler, ValidationHandler
 from monai.utils import set_determinism
 from torch import nn
+from torch.utils.data import ConcatDataset
 
 from sam_mix_monai import __version__
 from sam_mix_monai.data import SliceDataset
@@ -203,6 +204,9 @@ def build_training(cfg: ExperimentConfig, run_dir: PathLike, resume: bool = Fals
     n_empty = d.n_empty
     labelled = SliceDataset(d.path, d.train_split, d.n_labelled, "labelled" if d.n_labelled is not None else "all",
                             d.label_seed, n_empty=n_empty)
+    if d.extra_path is not None:  # e.g. phantom slices beside one real patient (data.extra_path)
+        labelled = ConcatDataset([labelled, SliceDataset(d.extra_path, "train", d.extra_n_labelled, "labelled", d.label_seed,
+                                                         n_empty=int(round(d.extra_n_labelled * d.empty_per_labelled)))])
     unlabelled = None
     lc = cfg.loss
     useful = (hasattr(model, "classifier") and (lc.unlabelled_cls > 0 or lc.pseudo_cls > 0)) or lc.seg_consistency > 0

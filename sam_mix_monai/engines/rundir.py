@@ -76,13 +76,16 @@ def check_data(cfg: ExperimentConfig, source: PathLike | None) -> None:
     """
     if not Path(cfg.data.path).is_file():
         raise InputError(source, f"data.path: HDF5 file not found: {cfg.data.path}")
+    if cfg.data.extra_path is not None and not Path(cfg.data.extra_path).is_file():
+        raise InputError(source, f"data.extra_path: HDF5 file not found: {cfg.data.extra_path}")
     for i, cd in enumerate(cfg.evaluate.cross_domain):
         if not Path(cd.path).is_file():
             raise InputError(source, f"evaluate.cross_domain.{i}.path: HDF5 file not found: {cd.path}")
     # The stores themselves (layout, lengths, sizes, NaN): their errors name the store and dataset,
     # so that a broken store is not blamed on data.train_split or data.n_labelled below.
-    for key, path in [("data.path", cfg.data.path)] + [(f"evaluate.cross_domain.{i}.path", cd.path)
-                                                       for i, cd in enumerate(cfg.evaluate.cross_domain)]:
+    extra = [("data.extra_path", cfg.data.extra_path)] if cfg.data.extra_path is not None else []
+    for key, path in [("data.path", cfg.data.path), *extra] + [(f"evaluate.cross_domain.{i}.path", cd.path)
+                                                              for i, cd in enumerate(cfg.evaluate.cross_domain)]:
         try:
             SliceTable(path)
         except InputError as e:

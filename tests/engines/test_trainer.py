@@ -187,3 +187,27 @@ def test_bf16_training_with_the_unlabelled_step(tiny_phantom, tmp_path):
     raw["data"]["val_split"] = None
     _, seen = _one_epoch(raw, tmp_path / "cls")
     assert {"unlabelled_cls", "pseudo_cls"} <= set(seen[0]) and all(math.isfinite(v) for v in seen[0].values())
+
+
+def test_extra_store_slices_join_the_labelled_set(tiny_phantom, tmp_path, monkeypatch):
+    """data.extra_path: another store's labelled slices (e.g. phantoms beside one real patient) join the labelled stream."""
+    import sam_mix_monai.engines.run as run_mod
+    from sam_mix_monai.data import SliceDataset
+    from sam_mix_monai.engines.rundir import check_data
+    from sam_mix_monai.utils.errors import InputError
+
+    streams = []
+    real_stream = run_mod.training_stream
+    monkeypatch.setattr(run_mod, "training_stream", lambda ds, *a, **k: streams.append(ds) or real_stream(ds, *a, **k))
+    own = extra = tiny_phantom[0]  # the cross-domain store has no training split: the same store, other counts
+    raw = tiny_config(own, tmp_path, data={"n_labelled": 6, "extra_path": str(extra), "extra_n_labelled": 4},
+                      train={"epochs": 1, "iterations_per_epoch": 1})
+    build_training(validate_config(raw), tmp_path)
+    labelled = streams[0]
+    mine = SliceDataset(own, "train", 6, "labelled", 0, n_empty=6)
+    theirs = SliceDataset(extra, "train", 4, "labelled", 0, n_empty=4)
+    assert len(labelled) == len(mine) + len(theirs) and len(theirs) == 8
+    assert [labelled[len(mine) + i]["row"] for i in range(len(theirs))] == [theirs[i]["row"] for i in range(len(theirs))]
+    raw["data"]["extra_path"] = str(tmp_path / "missing.h5")
+    with pytest.raises(InputError, match="data.extra_path: HDF5 file not found"):
+        check_data(validate_config(raw), "x.yaml")
