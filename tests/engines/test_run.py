@@ -87,6 +87,7 @@ def _metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
+@pytest.mark.slow  # about 35 s; two-process equivalence is also held by test_two_process_training_equals_one_process
 def test_two_process_sam_mix_run(tiny_phantom, reference, tmp_path):
     """SAM-Mix (FixMatch step, classifier bypass, DDP) in 2 gloo processes vs the 1-process reference."""
     run_dir = tmp_path / "run"

@@ -160,6 +160,7 @@ def test_prompt_path_only_training_skips_sam_and_test_split_null(tiny_phantom, t
     assert 0.0 <= results["cross_domain:b"]["metrics"]["box_iou"] <= 1.0
 
 
+@pytest.mark.slow  # about 100 s; the learning floor is also held by test_compact_sam_mix_learns (make test)
 def test_sam_mix_trainer_learns_phantom_liver(phantom_store, tmp_path):
     """SAMMixTrainer, as ``sam-mix train`` builds it, on every labelled slice of 6 phantom cases
     (96 px, supervised only): the held-out cases' liver is segmented and the gate classifies slices."""

@@ -119,6 +119,7 @@ class _Zeros(torch.nn.Module):
         return torch.zeros(x.shape[0], 256, 64, 64)
 
 
+@pytest.mark.slow  # about 20 s; the refusal itself is tested in make test (test_int8_refused_when_its_check_fails)
 def test_check_int8_measures_the_mask_change(lite) -> None:
     enc = lite.image_encoder
     slices = eb._phantom_slices(2)
