@@ -47,9 +47,11 @@ class DemoConfig(_Strict):
         threads: torch threads of each training child (and of the demo's own inference).
         real_ct: segment the committed real CT (``examples/totalseg_example_dicom``) with every model.
         real_ct_zero_shot: there, also the pretrained LiteMedSAM rows SAM-PP-0 and the oracle box.
-        real_ct_precision: forward passes of that step, ``fp32`` or ``bf16`` autocast (measured on the
-            20 example slices: oracle-box Dice 0.9723 in bf16 against 0.9725 in fp32, in 0.74x the time).
-        infer_precision: forward passes of the held-out volume's inference, ``fp32`` or ``bf16`` autocast
+        real_ct_precision: forward passes of that step, ``fp32`` (default: the same figures on every CPU,
+            the SAM encoder on ONNX Runtime) or ``bf16`` autocast (faster only on CPUs with AVX512-BF16 / AMX;
+            emulated and about 10x slower elsewhere, e.g. an AMD EPYC with AVX2; oracle-box Dice 0.9723 in bf16
+            against 0.9725 in fp32 on the 20 example slices).
+        infer_precision: forward passes of the held-out volume's inference, ``fp32`` (default) or ``bf16``
             (it runs after the trainings, on every core, as the real-CT step does).
     """
 
@@ -60,8 +62,8 @@ class DemoConfig(_Strict):
     threads: int = Field(1, ge=1)
     real_ct: bool = True
     real_ct_zero_shot: bool = True
-    real_ct_precision: Literal["fp32", "bf16"] = "bf16"
-    infer_precision: Literal["fp32", "bf16"] = "bf16"
+    real_ct_precision: Literal["fp32", "bf16"] = "fp32"
+    infer_precision: Literal["fp32", "bf16"] = "fp32"
 
 
 def default_demo_config() -> Path:

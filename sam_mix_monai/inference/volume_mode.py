@@ -133,10 +133,12 @@ def _classifier_pass(model: Any, slices: _Slices, want_cam: bool, grid: int,
     for z0 in range(0, depth, b):
         z1 = min(z0 + b, depth)
         with autocast(slices.precision, slices.device):
-            p = model.prompt(slices.images(z0, z1))
-        prob[z0:z1] = p["liver_prob"].float().cpu().numpy()
-        if cams is not None:
-            cams[z0:z1] = F.adaptive_avg_pool2d(p["cam"].float(), grid)[:, 0].cpu().numpy()
+            if cams is None:  # head evidence: the liver probability alone (no CAM prompts)
+                prob[z0:z1] = model.slice_liver_prob(slices.images(z0, z1)).float().cpu().numpy()
+            else:
+                p = model.prompt(slices.images(z0, z1))
+                prob[z0:z1] = p["liver_prob"].float().cpu().numpy()
+                cams[z0:z1] = F.adaptive_avg_pool2d(p["cam"].float(), grid)[:, 0].cpu().numpy()
         progress.update(z1 - z0)
     return prob, cams
 

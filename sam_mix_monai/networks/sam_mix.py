@@ -150,6 +150,12 @@ class SAMMix(nn.Module):
         class_logits, feats = self.classifier(x)
         return self._prompts(x, class_logits, feats)
 
+    def slice_liver_prob(self, image: torch.Tensor) -> torch.Tensor:
+        """(B,) the classifier's liver probability of each slice: :meth:`prompt`'s ``liver_prob`` without the
+        CAM prompts (their component search costs far more than the compact classifier itself)."""
+        class_logits, _ = self.classifier(self._resize_input(image))
+        return liver_probability(class_logits)
+
     def liver_map(self, feats: torch.Tensor) -> torch.Tensor:
         """(B, 1, h, w) the liver logit of the linear head on every cell of the feature map, with gradients.
 
