@@ -65,6 +65,7 @@ import torch
 from sam_mix_monai.data.io import read_volume
 from sam_mix_monai.data.phantom import generate_case
 from sam_mix_monai.inference import Case, VolumeSliceInferer, SlicePredictor, keep_largest_component, segment_case, write_mask
+from sam_mix_monai.inference.runner import Model
 from sam_mix_monai.inference.geometry import AxialGeometry
 from sam_mix_monai.networks import ModelConfig, adapt_sam_state_dict, build_model, build_sam
 from sam_mix_monai.networks.lora import is_lora_key
@@ -98,7 +99,7 @@ def bench_ours(net: torch.nn.Module, path: Path, out: Path, batch: int, precisio
     inferer = VolumeSliceInferer(batch_size=batch)
     inferer(read_volume(path)[..., : 2 * batch], pred)  # warm-up: allocator, kernels
     t0 = time.perf_counter()
-    res = segment_case(Case("bench", path), pred, inferer, out)
+    res = segment_case(Case("bench", path), Model(pred, inferer), out)
     total = time.perf_counter() - t0
     sm = res.summary
     return {"seconds_per_volume": total, "slices_per_s": DEPTH / total, "seconds_read": sm["seconds_read"],

@@ -116,9 +116,9 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, inputs: list, out) -> int:
     from sam_mix_monai.inference.cases import find_cases
     from sam_mix_monai.inference.distributed import dist_info
-    from sam_mix_monai.inference.existing import finished_summary
-    from sam_mix_monai.inference.outputs import mask_path
+    from sam_mix_monai.inference.runner import Model, segment_cases
     from sam_mix_monai.inference.segmenter import Segmenter
+    from sam_mix_monai.inference.settings import InferenceSettings, OutputSettings
     from sam_mix_monai.utils.atomic import clean_stale_parts
 
     if args.threads:
@@ -126,42 +126,25 @@ def _run(args: argparse.Namespace, inputs: list, out) -> int:
 
         torch.set_num_threads(args.threads)
     rank, world, _ = dist_info()
-    progress = not args.no_progress
     started = time.time()
     cases = find_cases(inputs)
-    box = None
-    if args.box is not None:
-        from sam_mix_monai.inference.box3d import parse_box
-
-        box = parse_box(args.box, cases[0].path if len(cases) == 1 else None)
+    settings = InferenceSettings.from_args(args)
+    outputs = OutputSettings.from_args(args, cases[0].path if len(cases) == 1 else None)
+    alone = len(cases) == 1 and world == 1  # one case: its problem is the command's error (one line, exit 2)
     if rank == 0:  # leftovers of a killed earlier run writing these cases
         clean_stale_parts(out, before=started, stems=[f"{c.name}_liver." for c in cases])
-    types = tuple(dict.fromkeys(t for group in (args.output_type or [["nifti"]]) for t in group))
-    def model() -> Segmenter:
-        return Segmenter(args.checkpoint, args.bundle, args.device, batch_size=args.batch_size, window=args.window,
-                         precision=args.precision, fast=args.fast, largest_component=not args.no_lcc,
-                         progress=progress, prompt_mode=args.prompt_mode, encoder_backend=args.encoder_backend)
 
-    if len(cases) == 1 and world == 1:  # one case: its problem is the command's error (one line, exit 2)
-        if args.skip_existing and finished_summary(out, cases[0], types, args.preview, args.save_probabilities):
-            print(f"{cases[0].name}: skipped, {mask_path(out, cases[0], types)} exists")
-            return 0
-        from sam_mix_monai.data.io import check_ct_values, read_volume
-        from sam_mix_monai.utils.boundary import stage
+    def model() -> Model:  # loaded once the first case to segment is read and checked: a bad input fails fast and small
+        return Segmenter(args.checkpoint, args.bundle, settings).model(outputs.box)
 
-        with stage("read", cases[0].path):  # a bad input fails before the model loads (time and memory)
-            volume = read_volume(cases[0].path)
-            check_ct_values(volume, cases[0].path)
-        res = model().run_one(cases[0], out, args.preview, args.save_probabilities, types, box, volume=volume)
-        _print_case(res.summary, res.outputs)
-        return 0
-    report = model().run(cases, out, preview=args.preview, save_probabilities=args.save_probabilities,
-                           skip_existing=args.skip_existing, rank=rank, world_size=world, output_types=types, box=box)
+    report = segment_cases(cases, model, out, outputs, settings, rank, world, raise_errors=alone)
     for res in report.results:
         if res.skipped:
             print(f"{res.case.name}: skipped, {res.outputs[0]} exists")
         elif res.ok:
             _print_case(res.summary, res.outputs)
+    if alone:
+        return 0
     done = len(report.results) - len(report.failed)
     where = f" (rank {rank} of {world})" if world > 1 else ""
     print(f"segmented {done} of {len(report.results)} case(s) in {report.seconds:.1f} s{where}")

@@ -155,17 +155,17 @@ def segment_with_checkpoint(checkpoint: PathLike, image: PathLike, out_dir: Path
     """
     from sam_mix_monai.inference import INFERABLE_MODELS, SlicePredictor, VolumeSliceInferer, load_checkpoint
     from sam_mix_monai.inference.loading import inference_slicing
-    from sam_mix_monai.inference.runner import segment_cases
+    from sam_mix_monai.inference.runner import Model, segment_cases
+    from sam_mix_monai.inference.settings import InferenceSettings, OutputSettings
     from sam_mix_monai.transforms import DEFAULT_WINDOW
 
     network, mcfg, record = load_checkpoint(Path(checkpoint), "cpu", models=INFERABLE_MODELS)
-    settings = inference_slicing(record, checkpoint)
-    inferer = VolumeSliceInferer(image_size=settings.get("image_size") or mcfg.image_size,
-                                 batch_size=settings.get("batch_size") or 8,
-                                 window=settings.get("window") or DEFAULT_WINDOW, device="cpu")
-    report = segment_cases([image], SlicePredictor(network, device="cpu", precision=precision, prompt_mode=prompt_mode),
-                           inferer, out_dir,
-                           preview=True, progress=progress)
+    slicing = inference_slicing(record, checkpoint)
+    inferer = VolumeSliceInferer(image_size=slicing.get("image_size") or mcfg.image_size,
+                                 batch_size=slicing.get("batch_size") or 8,
+                                 window=slicing.get("window") or DEFAULT_WINDOW, device="cpu", progress=progress)
+    model = Model(SlicePredictor(network, device="cpu", precision=precision, prompt_mode=prompt_mode), inferer)
+    report = segment_cases([image], model, out_dir, OutputSettings(preview=True), InferenceSettings(progress=progress))
     res = report.results[0]
     if not res.ok:
         raise InputError(image, f"inference failed: {res.error}")

@@ -5,7 +5,7 @@
 * :mod:`.volume` :class:`VolumeSliceInferer`, the streaming slice-wise MONAI inferer;
 * 3D largest connected component: :func:`sam_mix_monai.transforms.components.keep_largest_component` (shared with the engines' volume3d);
 * :mod:`.summary` per-case JSON summary; :mod:`.preview` three-plane PNG;
-* :mod:`.cases` input discovery; :mod:`.runner` the per-case loop and outputs;
+* :mod:`.cases` input discovery; :mod:`.settings` a run's options; :mod:`.runner` the per-case loop and outputs;
 * :mod:`.loading` checkpoints and bundles; :mod:`.export` TorchScript / ONNX;
 * :mod:`.distributed` case sharding under ``torchrun``; :mod:`.bundle` bundle config entry functions.
 * :mod:`.store_volumes` ``sam-mix evaluate``'s ``volume3d`` of a volume-mode SAM-Mix: store cases put back
@@ -21,7 +21,8 @@ from sam_mix_monai.inference.loading import (INFERABLE_MODELS, bundle_network, l
                                              read_checkpoint)
 from sam_mix_monai.transforms.components import keep_largest_component
 from sam_mix_monai.inference.predictor import SliceOutput, SlicePredictor
-from sam_mix_monai.inference.runner import CaseResult, RunReport, segment_case, segment_cases, write_mask
+from sam_mix_monai.inference.runner import CaseResult, Model, RunReport, segment_case, segment_cases, write_mask
+from sam_mix_monai.inference.settings import InferenceSettings, OutputSettings
 from sam_mix_monai.inference.summary import case_summary
 from sam_mix_monai.inference.volume import VolumeSliceInferer
 
@@ -33,6 +34,9 @@ __all__ = [
     "Case",
     "CaseResult",
     "ExportCheck",
+    "InferenceSettings",
+    "Model",
+    "OutputSettings",
     "RunReport",
     "VolumeSliceInferer",
     "SliceOutput",

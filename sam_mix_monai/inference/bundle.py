@@ -24,7 +24,8 @@ from torch import nn
 from sam_mix_monai.inference.distributed import dist_info
 from sam_mix_monai.inference.loading import load_weights, read_weights
 from sam_mix_monai.inference.predictor import SlicePredictor
-from sam_mix_monai.inference.runner import RunReport, segment_cases
+from sam_mix_monai.inference.runner import Model, RunReport, segment_cases
+from sam_mix_monai.inference.settings import InferenceSettings, OutputSettings
 from sam_mix_monai.inference.volume import VolumeSliceInferer
 from sam_mix_monai.utils.errors import InputError, PathLike
 
@@ -107,16 +108,9 @@ def training_store(dataset_dir: PathLike, phantom: Any = None) -> Path:
     return stores[0]
 
 
-def bundle_inference(
-    network: nn.Module,
-    inferer: VolumeSliceInferer,
-    dataset_dir: PathLike,
-    output_dir: PathLike,
-    ckpt_path: PathLike | None = None,
-    preview: bool = False,
-    largest_component: bool = True,
-    progress: bool = True,
-) -> RunReport:
+def bundle_inference(network: nn.Module, inferer: VolumeSliceInferer, dataset_dir: PathLike, output_dir: PathLike,
+                     ckpt_path: PathLike | None = None, outputs: OutputSettings | None = None,
+                     settings: InferenceSettings | None = None) -> RunReport:
     """Load the bundle weights into ``network`` and segment every case of ``dataset_dir``.
 
     Args:
@@ -125,9 +119,9 @@ def bundle_inference(
         dataset_dir: NIfTI files / DICOM series folders / ``<case>/ct.nii.gz`` folders.
         output_dir: where masks, summaries (and previews) go.
         ckpt_path: weight file (``None``: use ``network`` as it is).
-        preview: also write preview PNGs.
-        largest_component: keep only the largest 3D component.
-        progress: progress bars.
+        outputs: what to write per case (:class:`.settings.OutputSettings`).
+        settings: ``largest_component`` and ``progress`` (:class:`.settings.InferenceSettings`; default:
+            progress bars on).
 
     Returns:
         The run report.
@@ -135,14 +129,16 @@ def bundle_inference(
     Raises:
         InputError: missing weights, no cases, or (after all cases ran) any failed case.
     """
+    settings = settings or InferenceSettings(progress=True)
     if ckpt_path is not None:
         if not Path(ckpt_path).is_file():
             raise InputError(ckpt_path, "bundle weights not found: run configs/train.yaml first, or pass --bundle_root "
                                         "<bundle folder> (default: the current folder) or --ckpt_path <weights>")
         load_weights(network, read_weights(ckpt_path), ckpt_path)
+    inferer.progress = settings.progress
     rank, world, _ = dist_info()
-    report = segment_cases([dataset_dir], SlicePredictor(network), inferer, output_dir, preview=preview,
-                           largest_component=largest_component, rank=rank, world_size=world, progress=progress)
+    report = segment_cases([dataset_dir], Model(SlicePredictor(network), inferer), output_dir, outputs, settings,
+                           rank, world)
     logger.info("segmented %d case(s) in %.1f s", len(report.results) - len(report.failed), report.seconds)
     if report.failed:
         raise InputError(None, "; ".join(r.error or "" for r in report.failed))
@@ -160,11 +156,15 @@ class BundleEvaluator:
     """The bundle's ``evaluator``: ``run()`` segments every case of ``dataset_dir`` (:func:`bundle_inference`).
 
     An object with ``run()``, as MONAI's bundle workflows expect of an evaluator; the work is the same
-    per-case loop as ``sam-mix infer`` (streamed slices, mask on the input grid, atomic outputs).
+    per-case loop as ``sam-mix infer`` (streamed slices, mask on the input grid, atomic outputs). The
+    config's options are turned into the run's settings once, here.
 
     Args:
-        network, inferer, dataset_dir, output_dir, ckpt_path, preview, largest_component, progress: see
+        network, inferer, dataset_dir, output_dir, ckpt_path: see
             :func:`bundle_inference`.
+        preview: also write preview PNGs.
+        largest_component: keep only the largest 3D component.
+        progress: progress bars.
     """
 
     def __init__(self, network: nn.Module, inferer: VolumeSliceInferer, dataset_dir: PathLike, output_dir: PathLike,
@@ -172,9 +172,10 @@ class BundleEvaluator:
                  progress: bool = True) -> None:
         self.network, self.inferer = network, inferer
         self.dataset_dir, self.output_dir, self.ckpt_path = dataset_dir, output_dir, ckpt_path
-        self.preview, self.largest_component, self.progress = preview, largest_component, progress
+        self.outputs = OutputSettings(preview=preview)
+        self.settings = InferenceSettings(largest_component=largest_component, progress=progress)
 
     def run(self) -> RunReport:
         """Load the weights and segment the cases."""
         return bundle_inference(self.network, self.inferer, self.dataset_dir, self.output_dir, self.ckpt_path,
-                                preview=self.preview, largest_component=self.largest_component, progress=self.progress)
+                                self.outputs, self.settings)

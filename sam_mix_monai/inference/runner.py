@@ -31,7 +31,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, Union
 
 import numpy as np
 from tqdm import tqdm
@@ -47,6 +47,7 @@ from sam_mix_monai.inference.outputs import (
 )
 from sam_mix_monai.inference.predictor import SlicePredictor
 from sam_mix_monai.inference.preview import save_triplanar_preview
+from sam_mix_monai.inference.settings import InferenceSettings, OutputSettings
 from sam_mix_monai.inference.statistics import mask_statistics, statistics_row, write_statistics_csv
 from sam_mix_monai.inference.summary import case_summary, write_summary
 from sam_mix_monai.inference.volume import VolumeSliceInferer, volume_array
@@ -55,7 +56,7 @@ from sam_mix_monai.utils.atomic import check_writable_dir, output_set
 from sam_mix_monai.utils.boundary import stage, to_input_error
 from sam_mix_monai.utils.errors import InputError, PathLike
 
-__all__ = ["CaseResult", "Prediction", "RunReport", "mask_path", "predict_volume", "segment_case", "segment_cases",
+__all__ = ["CaseResult", "Model", "ModelSource", "Prediction", "RunReport", "mask_path", "predict_volume", "segment_case", "segment_cases",
            "OUTPUT_TYPES", "check_output_types", "probability_image", "write_mask", "write_probabilities"]
 
 logger = logging.getLogger(__name__)
@@ -124,82 +125,113 @@ class Prediction:
     seconds_postprocess: float = 0.0
 
 
-def predict_volume(volume: Any, predictor: SlicePredictor | None, inferer: VolumeSliceInferer,
-                   largest_component: bool = True, probabilities: bool = False, source: PathLike | None = None,
-                   box: Box3D | None = None, sam: Any | None = None) -> Prediction:
+@dataclass(frozen=True)
+class Model:
+    """What segments a volume: a loaded network's predictor and inferer, and the SAM of a box prompt.
+
+    :meth:`Segmenter.model <sam_mix_monai.inference.segmenter.Segmenter.model>` gives one.
+
+    Attributes:
+        predictor: the network (``None``: box prompts only).
+        inferer: the slice-wise volume inferer (slice size, HU window, batch size, device).
+        box_sam: the ``segment_anything`` SAM that segments a user's box prompt (``None``: no box).
+    """
+
+    predictor: SlicePredictor | None
+    inferer: VolumeSliceInferer
+    box_sam: Any = None
+
+
+#: A :class:`Model`, or a function that loads one: called once, when the first case is read and needs it.
+ModelSource = Union[Model, Callable[[], Model]]
+
+
+class _Once:
+    """A :data:`ModelSource` resolved on first call; remembers whether loading failed (the run's error, not a case's)."""
+
+    def __init__(self, source: ModelSource) -> None:
+        self._source, self._model, self.failed = source, source if isinstance(source, Model) else None, False
+
+    def __call__(self) -> Model:
+        if self._model is None:
+            try:
+                self._model = self._source()  # type: ignore[operator]
+            except BaseException:
+                self.failed = True
+                raise
+        return self._model
+
+
+def predict_volume(volume: Any, model: Model, settings: InferenceSettings | None = None, probabilities: bool = False,
+                   source: PathLike | None = None, box: Box3D | None = None) -> Prediction:
     """Segment a ``(1, X, Y, Z)`` HU MetaTensor slice by slice, then keep the largest 3D component.
 
-    With a ``box`` (:mod:`.box3d`), ``sam`` segments from the user's box with MedSAM-style propagation
-    (the CAM prompts and ``predictor`` are not used); otherwise ``inferer`` runs ``predictor`` (a SAM-Mix
-    in volume prompt mode from one 3D prompt, :mod:`.volume_mode`; else slice by slice).
-    The probability map (``probabilities=True``) is left as the network gave it (no clean-up).
+    With a ``box`` (:mod:`.box3d`), ``model.box_sam`` segments from the user's box with MedSAM-style
+    propagation (the CAM prompts and the predictor are not used); otherwise ``model.inferer`` runs
+    ``model.predictor`` (a SAM-Mix in volume prompt mode from one 3D prompt, :mod:`.volume_mode`; else
+    slice by slice). ``settings.largest_component`` keeps the largest 3D component only. The
+    probability map (``probabilities=True``) is left as the network gave it (no clean-up).
     Failures name ``source`` and the stage (``inference``, ``postprocess``).
     """
+    settings = settings or InferenceSettings()
+    inferer = model.inferer
     t0 = time.perf_counter()
     liver_prob = None
     with stage("inference", source):
         if box is not None:
-            res = segment_box(volume, box, sam, window=inferer.window_params, batch_size=inferer.batch_size,
+            res = segment_box(volume, box, model.box_sam, window=inferer.window_params, batch_size=inferer.batch_size,
                               probabilities=probabilities, progress=inferer.progress)
             mask, probs, iou = res.mask, res.probabilities, res.chosen_iou
         else:
             inferer.probabilities = probabilities
-            pred = inferer(volume, predictor)
+            pred = inferer(volume, model.predictor)
             mask = pred.as_tensor()[0].numpy()
             probs, liver_prob, iou = pred.meta.get("probabilities"), pred.meta.get("liver_prob"), pred.meta.get("chosen_iou")
     t1 = time.perf_counter()
     with stage("postprocess", source):
-        if largest_component:
+        if settings.largest_component:
             keep_largest_component(mask)
     return Prediction(mask, probs, liver_prob, iou, round(t1 - t0, 3), round(time.perf_counter() - t1, 3))
 
 
 def segment_case(
     case: Case,
-    predictor: SlicePredictor,
-    inferer: VolumeSliceInferer,
+    model: ModelSource,
     output_dir: PathLike,
-    preview: bool = False,
-    largest_component: bool = True,
-    save_probabilities: bool = False,
+    outputs: OutputSettings | None = None,
+    settings: InferenceSettings | None = None,
     volume: Any | None = None,
-    output_types: Sequence[str] = ("nifti",),
-    box: Box3D | None = None,
-    sam: Any | None = None,
 ) -> CaseResult:
     """Segment one case and write its outputs.
 
     Args:
         case: the case.
-        predictor: the network.
-        inferer: slice-wise volume inferer.
+        model: the :class:`Model`, or a function that loads it (called after the case is read and checked).
         output_dir: output folder (must exist).
-        preview: also write the preview PNG.
-        largest_component: keep only the largest 3D connected component.
-        save_probabilities: also write the liver probability NIfTI.
+        outputs: what to write and the box prompt (:class:`.settings.OutputSettings`; ``skip_existing`` is
+            :func:`segment_cases`'s).
+        settings: ``largest_component`` (:class:`.settings.InferenceSettings`).
         volume: the case's image, already read (``None``: read ``case.path``).
-        output_types: mask formats: ``nifti`` (``<case>_liver.nii.gz``) and / or ``dicom_seg``
-            (``<case>_liver.dcm``, :func:`~sam_mix_monai.data.dicom_seg.write_dicom_seg`; DICOM input only).
-        box: a user's 3D box prompt (:mod:`.box3d`), segmented by ``sam`` instead of ``predictor``.
-        sam: the ``segment_anything`` SAM for ``box``.
 
     Returns:
         The result (success only; problems raise).
 
     Raises:
-        InputError: unreadable input, bad geometry, not a 3D volume, not CT, a full disk, or any
-            unexpected exception of a stage (read, inference, postprocess, write), named.
+        InputError: unreadable input, bad geometry, not a 3D volume, not CT, a box outside the volume, a
+            full disk, or any unexpected exception of a stage (read, inference, postprocess, write), named.
     """
+    outputs = outputs or OutputSettings()
     t0 = time.perf_counter()
-    types = check_output_types(output_types, case)  # before any work: DICOM-SEG needs a DICOM input
+    types = check_output_types(outputs.output_types, case)  # before any work: DICOM-SEG needs a DICOM input
     with stage("read", case.path):
         vol = read_volume(case.path) if volume is None else volume
         check_ct_values(vol, case.path)
         affine = np.asarray(vol.affine, dtype=np.float64)
-        if box is not None:
-            check_box(box, tuple(vol.shape[1:]), case.path)
+        if outputs.box is not None:
+            check_box(outputs.box, tuple(vol.shape[1:]), case.path)
     t_read = time.perf_counter()
-    pred = predict_volume(vol, predictor, inferer, largest_component, save_probabilities, case.path, box, sam)
+    loaded = model if isinstance(model, Model) else model()  # a bad input never waits for the model
+    pred = predict_volume(vol, loaded, settings, outputs.save_probabilities, case.path, outputs.box)
     mask = pred.mask
     out = Path(output_dir)
     stem = f"{case.name}_liver"
@@ -233,10 +265,9 @@ def segment_case(
         if pred.probabilities is not None:
             result.outputs.append(write_probabilities(pred.probabilities, affine, out / f"{stem}_probabilities.nii.gz",
                                                       case.path))
-        if preview:
-            result.outputs.append(
-                save_triplanar_preview(image, mask, geo, png_path, title=case.name, window=inferer.window_params)
-            )
+        if outputs.preview:
+            result.outputs.append(save_triplanar_preview(image, mask, geo, png_path, title=case.name,
+                                                         window=loaded.inferer.window_params))
         result.outputs.append(write_summary(summary, json_path))
     result.summary = summary
     return result
@@ -244,36 +275,27 @@ def segment_case(
 
 def segment_cases(
     inputs: Sequence[PathLike] | Sequence[Case],
-    predictor: SlicePredictor,
-    inferer: VolumeSliceInferer,
+    model: ModelSource,
     output_dir: PathLike,
-    preview: bool = False,
-    largest_component: bool = True,
+    outputs: OutputSettings | None = None,
+    settings: InferenceSettings | None = None,
     rank: int = 0,
     world_size: int = 1,
-    progress: bool = True,
-    save_probabilities: bool = False,
-    skip_existing: bool = False,
-    output_types: Sequence[str] = ("nifti",),
-    box: Box3D | None = None,
-    sam: Any | None = None,
+    raise_errors: bool = False,
 ) -> RunReport:
     """Segment every case of ``inputs`` (this rank's share), continuing past bad cases.
 
     Args:
         inputs: NIfTI files, DICOM series folders, folders of cases (or :class:`.cases.Case` objects).
-        predictor: the network.
-        inferer: slice-wise volume inferer.
+        model: the :class:`Model`, or a function that loads it, called once when the first case to segment
+            has been read and checked: finished cases (``skip_existing``) and a bad input never wait for
+            the model. A failure to load it is the run's error (raised), not a case's.
         output_dir: output folder (created when missing).
-        preview: also write preview PNGs.
-        largest_component: keep only the largest 3D connected component.
+        outputs: what to write per case, ``skip_existing`` and the box prompt (:class:`.settings.OutputSettings`).
+        settings: ``largest_component`` and ``progress`` (a bar over the cases when there are several).
         rank, world_size: this process's share of the cases (``cases[rank::world_size]``).
-        progress: progress bars over cases and slices.
-        save_probabilities: also write each case's liver probability NIfTI.
-        skip_existing: leave a case alone whose whole output set exists and whose JSON matches its mask
-            (:mod:`.existing`; the JSON feeds ``statistics.csv``).
-        output_types: mask formats (see :func:`segment_case`).
-        box, sam: a user's 3D box prompt for every case and the SAM that segments it (see :func:`segment_case`).
+        raise_errors: a case's problem raises instead of being reported (``sam-mix infer`` with one
+            case: its problem is the command's error).
 
     With more than one case, ``statistics.csv`` (one row per segmented or skipped case with
     statistics) is written to ``output_dir`` (``statistics_rank<r>.csv`` under ``torchrun``).
@@ -282,28 +304,32 @@ def segment_cases(
         The report; failed cases carry their one-line error.
 
     Raises:
-        InputError: an input that does not exist or a folder with no case, or an unwritable output folder.
+        InputError: an input that does not exist or a folder with no case, or an unwritable output folder;
+            the model's loading error; with ``raise_errors``, a case's error.
     """
+    outputs, settings = outputs or OutputSettings(), settings or InferenceSettings()
     t0 = time.perf_counter()
     out = check_writable_dir(output_dir)
-    check_output_types(output_types)
     cases = [c for c in inputs if isinstance(c, Case)] or find_cases(inputs)  # type: ignore[arg-type]
     mine = shard(cases, rank, world_size)
+    load = _Once(model)
     results: list[CaseResult] = []
-    inferer.progress = progress
-    bar = tqdm(mine, desc="cases" if world_size == 1 else f"cases (rank {rank})", unit="case", disable=not progress)
+    bar = tqdm(mine, desc="cases" if world_size == 1 else f"cases (rank {rank})", unit="case",
+               disable=not settings.progress or len(mine) < 2)
     for case in bar:
         bar.set_postfix_str(case.name)
-        done = finished_summary(out, case, output_types, preview, save_probabilities) if skip_existing else None
+        done = finished_summary(out, case, outputs.output_types, outputs.preview, outputs.save_probabilities) \
+            if outputs.skip_existing else None
         if done is not None:  # the whole output set is there and its JSON matches its mask
-            results.append(_existing(case, out, output_types, done))
+            results.append(_existing(case, out, outputs.output_types, done))
             continue
         try:
-            res = segment_case(case, predictor, inferer, out, preview, largest_component, save_probabilities,
-                               output_types=output_types, box=box, sam=sam)
+            res = segment_case(case, load, out, outputs, settings)
             logger.debug("%s: %.1f mL liver in %d slices (%s) -> %s", case.name, res.summary["liver_volume_ml"],
                         res.summary["slices_with_liver"], res.summary["quality"], res.outputs[0])
         except Exception as e:  # the case's boundary: report it, go on with the next case
+            if raise_errors or load.failed:
+                raise
             err = to_input_error(e, case.path, "segment")
             res = CaseResult(case, error=str(err))
             logger.debug("%s: skipped: %s", case.name, err, exc_info=True)

@@ -145,8 +145,7 @@ def score_store_volumes(segmenter: Segmenter, path: PathLike, split: str | None)
     """
     rows = []
     for case in store_cases(path, split):
-        pred = predict_volume(case.image, segmenter.predictor, segmenter.inferer, segmenter.largest_component,
-                              source=f"{path}:{case.case_id}")
+        pred = predict_volume(case.image, segmenter.model(), segmenter.settings, source=f"{path}:{case.case_id}")
         affine = case.image.affine
         y = _display_stack(case.label.as_tensor()[0].numpy(), affine)
         row = volume_case_scores(case.case_id, _display_stack(pred.mask, affine), y, case.spacing,

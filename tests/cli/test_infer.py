@@ -281,3 +281,32 @@ def test_box_replaces_the_cam_prompt(tmp_path: Path) -> None:
     assert mask.any() and not mask[:, :, :10].any() and not mask[:, :, 31:].any() and not mask[:19].any()
     s = json.loads((out / "case0_liver.json").read_text())
     assert s["mean_classifier_confidence"] is None  # no classifier ran: the box replaced the CAM prompt
+
+
+def test_one_path_loads_the_model_only_for_a_case_to_segment(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Finished outputs and a bad input never wait for the model; a model that fails to load is one error, not one per case."""
+    (src,) = _good_cases(tmp_path / "in", 1)
+    out = tmp_path / "out"
+    assert _infer(str(src), "-o", str(out)) == 0
+    from sam_mix_monai.inference import segmenter
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(segmenter, "Segmenter", no_model)
+    capsys.readouterr()
+    assert _infer(str(src), "-o", str(out), "--skip-existing") == 0
+    assert capsys.readouterr().out.strip() == f"case0: skipped, {out / 'case0_liver.nii.gz'} exists"
+    bad = _bad_input("mr", tmp_path)
+    assert _infer(str(bad), "-o", str(tmp_path / "out2")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "CT" in err and str(bad) in err
+    monkeypatch.undo()
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    _good_cases(tmp_path / "two", 2)
+    rc = main(["-q", "infer", str(tmp_path / "two"), "-o", str(tmp_path / "out3"), "--checkpoint", str(broken),
+               "--no-progress"])
+    cap = capsys.readouterr()
+    assert rc == 2 and cap.err.strip().count("\n") == 0 and str(broken) in cap.err and "segmented" not in cap.out
+    assert _files(tmp_path / "out3") == []

@@ -62,7 +62,7 @@ def test_volume3d_equals_the_infer_path_on_a_full_volume_store(tmp_path):
 
     from sam_mix_monai.engines.evaluate import evaluate_dataset
     from sam_mix_monai.inference import Case, SlicePredictor, VolumeSliceInferer
-    from sam_mix_monai.inference.runner import segment_case
+    from sam_mix_monai.inference.runner import Model, segment_case
     from tests.inference.tiny_model import IMAGE_SIZE, tiny_checkpoint
 
     image, label, store = _one_case_store(tmp_path, "all")
@@ -70,8 +70,8 @@ def test_volume3d_equals_the_infer_path_on_a_full_volume_store(tmp_path):
     res = evaluate_dataset(net, store, "test", ["volume3d"], "cpu")
     (tmp_path / "out").mkdir()
     # the per-slice mode: volume3d stacks per-slice predictions (the volume prompt mode is measured by the infer path)
-    out = segment_case(Case("5", image), SlicePredictor(net, prompt_mode="slice"), VolumeSliceInferer(image_size=IMAGE_SIZE),
-                       tmp_path / "out")
+    out = segment_case(Case("5", image), Model(SlicePredictor(net, prompt_mode="slice"),
+                                               VolumeSliceInferer(image_size=IMAGE_SIZE)), tmp_path / "out")
     pred = np.asarray(nib.load(str(out.outputs[0])).dataobj) > 0
     ref = np.asarray(nib.load(str(label)).dataobj) > 0
     infer_dice = float(compute_dice(torch.from_numpy(pred)[None, None].float(), torch.from_numpy(ref)[None, None].float()))
