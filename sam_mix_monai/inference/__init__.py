@@ -17,8 +17,8 @@ from sam_mix_monai.inference.cases import Case, find_cases
 from sam_mix_monai.inference.distributed import dist_info, shard
 from sam_mix_monai.inference.export import FORMATS, ExportCheck, check_export, export_network
 from sam_mix_monai.inference.geometry import AxialGeometry
-from sam_mix_monai.inference.loading import (INFERABLE_MODELS, bundle_network, load_bundle, load_checkpoint, load_weights,
-                                             read_checkpoint)
+from sam_mix_monai.inference.loading import (INFERABLE_MODELS, bundle_network, bundle_weights, load_bundle, load_checkpoint,
+                                             load_weights, read_checkpoint)
 from sam_mix_monai.transforms.components import keep_largest_component
 from sam_mix_monai.inference.predictor import SliceOutput, SlicePredictor
 from sam_mix_monai.inference.runner import CaseResult, Model, RunReport, segment_case, segment_cases, write_mask
@@ -44,6 +44,7 @@ __all__ = [
     "bundle_cases",
     "bundle_inference",
     "bundle_network",
+    "bundle_weights",
     "case_summary",
     "check_export",
     "dist_info",

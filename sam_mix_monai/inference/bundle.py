@@ -6,7 +6,9 @@
     run:        $@evaluator.run()     # a BundleEvaluator: bundle_inference(@network, @inferer, @dataset_dir, ...)
 
 so ``python -m monai.bundle run --config_file configs/inference.yaml`` segments every case of
-``dataset_dir`` exactly like ``sam-mix infer --bundle``. The config also names the ids MONAI's
+``dataset_dir`` exactly like ``sam-mix infer --bundle``; without ``models/model.pt`` it segments with the
+packaged default liver model (the config's ``default_model``, on its own design; :func:`.loading.bundle_weights`)
+and logs which weights it used. The config also names the ids MONAI's
 ``InferProperties`` require (``dataset``: :func:`bundle_cases` with ``preprocessing``;
 ``evaluator``: :class:`BundleEvaluator`) and ``postprocessing``: what MONAI Label's bundle task runs
 (``preprocessing`` -> ``inferer(image[None], network)`` -> ``postprocessing``). ``configs/train.yaml`` finds (or generates)
@@ -17,12 +19,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from torch import nn
 
 from sam_mix_monai.inference.distributed import dist_info
-from sam_mix_monai.inference.loading import load_weights, read_weights
+from sam_mix_monai.inference.loading import bundle_weights
 from sam_mix_monai.inference.predictor import SlicePredictor
 from sam_mix_monai.inference.runner import Model, RunReport, segment_cases
 from sam_mix_monai.inference.settings import InferenceSettings, OutputSettings
@@ -110,7 +112,8 @@ def training_store(dataset_dir: PathLike, phantom: Any = None) -> Path:
 
 def bundle_inference(network: nn.Module, inferer: VolumeSliceInferer, dataset_dir: PathLike, output_dir: PathLike,
                      ckpt_path: PathLike | None = None, outputs: OutputSettings | None = None,
-                     settings: InferenceSettings | None = None) -> RunReport:
+                     settings: InferenceSettings | None = None, default_model: PathLike | None = None,
+                     default_model_config: Mapping[str, Any] | None = None) -> RunReport:
     """Load the bundle weights into ``network`` and segment every case of ``dataset_dir``.
 
     Args:
@@ -122,19 +125,18 @@ def bundle_inference(network: nn.Module, inferer: VolumeSliceInferer, dataset_di
         outputs: what to write per case (:class:`.settings.OutputSettings`).
         settings: ``largest_component`` and ``progress`` (:class:`.settings.InferenceSettings`; default:
             progress bars on).
+        default_model, default_model_config: without ``ckpt_path`` on disk, segment with this trained-parts
+            file on its own design (:func:`.loading.bundle_weights`; the bundle: the packaged default liver model).
 
     Returns:
         The run report.
 
     Raises:
-        InputError: missing weights, no cases, or (after all cases ran) any failed case.
+        InputError: missing weights (and no default model), no cases, or (after all cases ran) any failed case.
     """
     settings = settings or InferenceSettings(progress=True)
     if ckpt_path is not None:
-        if not Path(ckpt_path).is_file():
-            raise InputError(ckpt_path, "bundle weights not found: run configs/train.yaml first, or pass --bundle_root "
-                                        "<bundle folder> (default: the current folder) or --ckpt_path <weights>")
-        load_weights(network, read_weights(ckpt_path), ckpt_path)
+        network = bundle_weights(network, ckpt_path, default_model, default_model_config)
     inferer.progress = settings.progress
     rank, world, _ = dist_info()
     report = segment_cases([dataset_dir], Model(SlicePredictor(network), inferer), output_dir, outputs, settings,
@@ -160,7 +162,7 @@ class BundleEvaluator:
     config's options are turned into the run's settings once, here.
 
     Args:
-        network, inferer, dataset_dir, output_dir, ckpt_path: see
+        network, inferer, dataset_dir, output_dir, ckpt_path, default_model, default_model_config: see
             :func:`bundle_inference`.
         preview: also write preview PNGs.
         largest_component: keep only the largest 3D component.
@@ -169,13 +171,15 @@ class BundleEvaluator:
 
     def __init__(self, network: nn.Module, inferer: VolumeSliceInferer, dataset_dir: PathLike, output_dir: PathLike,
                  ckpt_path: PathLike | None = None, preview: bool = False, largest_component: bool = True,
-                 progress: bool = True) -> None:
+                 progress: bool = True, default_model: PathLike | None = None,
+                 default_model_config: Mapping[str, Any] | None = None) -> None:
         self.network, self.inferer = network, inferer
         self.dataset_dir, self.output_dir, self.ckpt_path = dataset_dir, output_dir, ckpt_path
+        self.default_model, self.default_model_config = default_model, default_model_config
         self.outputs = OutputSettings(preview=preview)
         self.settings = InferenceSettings(largest_component=largest_component, progress=progress)
 
     def run(self) -> RunReport:
         """Load the weights and segment the cases."""
         return bundle_inference(self.network, self.inferer, self.dataset_dir, self.output_dir, self.ckpt_path,
-                                self.outputs, self.settings)
+                                self.outputs, self.settings, self.default_model, self.default_model_config)

@@ -10,12 +10,15 @@ Two weight files are understood, both read with ``torch.load(..., weights_only=T
   ``net.*``), as MONAI's ``CheckpointSaver`` writes it from ``train.yaml``. The module that
   :func:`bundle_network` returns also accepts the bare SAM-Mix keys of a training checkpoint's
   ``"model"`` entry, so ``ckpt_export --key_in_ckpt model`` works on a training checkpoint too.
+  Without that file a bundle whose config names a ``default_model`` segments with it instead
+  (:func:`bundle_weights`: the packaged default liver model on its own design).
 
 Every problem is raised as :class:`~sam_mix_monai.utils.errors.InputError` naming the file.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -31,6 +34,7 @@ from sam_mix_monai.utils.errors import InputError, PathLike
 __all__ = [
     "INFERABLE_MODELS",
     "bundle_network",
+    "bundle_weights",
     "load_bundle",
     "load_checkpoint",
     "load_weights",
@@ -40,6 +44,8 @@ __all__ = [
     "inference_slicing",
     "training_preprocessing",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: Model names volume inference can run (SAM-PP needs a point prompt per slice); pass as
 #: ``load_checkpoint(path, device, models=INFERABLE_MODELS)``.
@@ -168,7 +174,8 @@ def load_bundle(bundle_dir: PathLike, device: torch.device | str | None = None, 
         ``image_size`` from the config when it sets them.
 
     Raises:
-        InputError: missing config or weights, or weights that do not fit the network.
+        InputError: missing config, missing weights and no ``default_model`` in the config, or weights that
+            do not fit the network.
     """
     from monai.bundle import ConfigParser
 
@@ -186,11 +193,56 @@ def load_bundle(bundle_dir: PathLike, device: torch.device | str | None = None, 
         raise
     except Exception as e:
         raise InputError(config, f"cannot build network_def: {type(e).__name__}: {str(e).splitlines()[0]}") from None
-    if not ckpt.is_file():
-        raise InputError(ckpt, "bundle weights not found: train the bundle (configs/train.yaml) or export a checkpoint into models/model.pt")
-    load_weights(network, read_weights(ckpt), ckpt)
+    default = parser.get_parsed_content("default_model") if "default_model" in parser else None
+    design = parser.get_parsed_content("default_model_config") if "default_model_config" in parser else None
+    network = bundle_weights(network.to(device or "cpu"), ckpt, default, design)
     settings = {}
     for key in ("window", "batch_size", "image_size"):
         if f"inferer#{key}" in parser:
             settings[key] = parser.get_parsed_content(f"inferer#{key}")
-    return network.to(device or "cpu").eval(), settings
+    return network.eval(), settings
+
+
+def bundle_weights(network: nn.Module, ckpt_path: PathLike, default_model: PathLike | None = None,
+                   default_model_config: Mapping[str, Any] | None = None) -> nn.Module:
+    """The bundle's network with its weights: ``ckpt_path`` loaded into ``network``, or the default model.
+
+    When ``ckpt_path`` (``models/model.pt``) is absent and ``default_model`` is given, the network is
+    that trained-parts file on its own design instead, built by
+    :func:`~sam_mix_monai.networks.default_model.load_trained_parts` (the packaged default liver model:
+    a SAM-Mix on the pretrained LiteMedSAM with a liver head, in volume prompt mode). The log says
+    which weights segment.
+
+    Args:
+        network: the bundle's ``network_def`` (on its device).
+        ckpt_path: the bundle weight file.
+        default_model: the trained-parts file to fall back to (``None``: no fallback).
+        default_model_config: the design the bundle config states for it (checked against the file's).
+
+    Returns:
+        ``network`` with the weights, or the default model's network (eval mode, on ``network``'s device).
+
+    Raises:
+        InputError: no weights (and no fallback), weights that do not fit, or a default model whose design
+            differs from ``default_model_config``.
+    """
+    from sam_mix_monai.networks.default_model import load_trained_parts
+
+    ckpt = Path(ckpt_path)
+    if ckpt.is_file():
+        load_weights(network, read_weights(ckpt), ckpt)
+        logger.info("bundle weights: %s", ckpt)
+        return network
+    if default_model is None:
+        raise InputError(ckpt, "bundle weights not found: train the bundle (configs/train.yaml) or export a "
+                               "checkpoint into models/model.pt")
+    device = next(network.parameters()).device
+    net, cfg, _ = load_trained_parts(default_model, device=device)
+    stated = None if default_model_config is None else ModelConfig(**dict(default_model_config))
+    if stated is not None and stated != cfg:
+        differ = [k for k, v in cfg.model_dump().items() if getattr(stated, k) != v]
+        raise InputError(default_model, f"the model's design differs from the bundle's default_model_config in "
+                                        f"{', '.join(differ)}")
+    logger.info("bundle weights: %s not found; segmenting with the default liver model %s (%s on %s%s, %s prompts)",
+                ckpt, default_model, cfg.name, cfg.size, ", liver head" if cfg.liver_head else "", cfg.prompt_mode)
+    return net
