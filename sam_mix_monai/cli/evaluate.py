@@ -12,19 +12,20 @@ from sam_mix_monai.utils.atomic import atomic_output
 from sam_mix_monai.utils.errors import InputError
 
 
+_HELP = "evaluate a checkpoint (slice2d: per-slice Dice/HD in pixels; volume3d: 3D Dice/HD95 in mm)"
+_DESCRIPTION = """\
+Evaluate a training checkpoint on an HDF5 slice store. The checkpoint carries its model configuration, so
+nothing else is needed. --zero-shot rows evaluate the packaged pretrained LiteMedSAM with no training:
+sam_pp_0 (SAM-PP-0, the image centre as point prompt) and oracle_box ('SAM, oracle box': the reference mask's
+tight box per slice, an upper bound). --pred/--ref score a folder of predicted masks against a folder of
+references at full resolution instead: per-case Dice, HD95 in mm, volume difference in mL, in evaluation.csv
+and evaluation_summary.json; cases paired by case id; grids compared in physical space.
+"""
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``sam-mix evaluate``."""
-    p = sub.add_parser(
-        "evaluate",
-        help="evaluate a checkpoint (slice2d: per-slice Dice/HD in pixels; volume3d: 3D Dice/HD95 in mm)",
-        description="Evaluate a training checkpoint on an HDF5 slice store. The checkpoint carries its model "
-                    "configuration, so nothing else is needed. --zero-shot rows evaluate the packaged pretrained "
-                    "LiteMedSAM with no training: sam_pp_0 (SAM-PP-0, the image centre as point prompt) and "
-                    "oracle_box ('SAM, oracle box': the reference mask's tight box per slice, an upper bound). "
-                    "--pred/--ref score a folder of predicted masks against a folder of references at full "
-                    "resolution instead: per-case Dice, HD95 in mm, volume difference in mL, in evaluation.csv and "
-                    "evaluation_summary.json; cases paired by case id; grids compared in physical space.",
-    )
+    p = sub.add_parser("evaluate", help=_HELP, description=_DESCRIPTION)
     what = p.add_mutually_exclusive_group()
     what.add_argument("--checkpoint", help="best.pt or last.pt of a run")
     what.add_argument("--zero-shot", action="append", choices=("sam_pp_0", "oracle_box"), dest="zero_shot",

@@ -59,18 +59,9 @@ def run(args: argparse.Namespace) -> int:
         0 on success (bad input raises :class:`~sam_mix_monai.utils.errors.InputError`).
     """
     t0 = time.perf_counter()
-    records = generate_cohort(
-        args.out,
-        args.cases,
-        layout=args.layout,
-        domain=args.domain,
-        seed=args.seed,
-        matrix=args.matrix,
-        slices=args.slices,
-        workers=args.workers,
-        start_id=args.start_id,
-        progress=not getattr(args, "quiet", False),
-    )
+    records = generate_cohort(args.out, args.cases, layout=args.layout, domain=args.domain, seed=args.seed,
+                              matrix=args.matrix, slices=args.slices, workers=args.workers, start_id=args.start_id,
+                              progress=not getattr(args, "quiet", False))
     dt = time.perf_counter() - t0
     ids = [r["id"] for r in records]
     print(

@@ -8,16 +8,18 @@ import sys
 from sam_mix_monai.utils.errors import InputError
 
 
+_HELP = "run the comparison grid (SAM-Mix, U-Net, SAM-PP x labelled slices x seeds) and tabulate it"
+_DESCRIPTION = """\
+Train every cell of a study config (configs/study_*.yaml) as its own 'sam-mix train' run, WORKERS at a time,
+then write study.md (paper-format tables, mean ± sd over seeds), study.json and dice_vs_n.png to the output
+folder. Finished cells are skipped and interrupted ones resumed, so rerunning the command continues a stopped
+study.
+"""
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``sam-mix study``."""
-    p = sub.add_parser(
-        "study",
-        help="run the comparison grid (SAM-Mix, U-Net, SAM-PP x labelled slices x seeds) and tabulate it",
-        description="Train every cell of a study config (configs/study_*.yaml) as its own 'sam-mix train' run, "
-                    "WORKERS at a time, then write study.md (paper-format tables, mean ± sd over seeds), "
-                    "study.json and dice_vs_n.png to the output folder. Finished cells are skipped and "
-                    "interrupted ones resumed, so rerunning the command continues a stopped study.",
-    )
+    p = sub.add_parser("study", help=_HELP, description=_DESCRIPTION)
     p.add_argument("--config", required=True, help="study YAML")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a study key (seeds=[0], workers=2, output.dir=...) or an experiment key for "

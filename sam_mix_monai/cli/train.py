@@ -10,16 +10,18 @@ from pathlib import Path
 from sam_mix_monai.utils.errors import InputError
 
 
+_HELP = "train SAM-Mix or a baseline from an experiment config, then evaluate it"
+_DESCRIPTION = """\
+Train from a YAML experiment config (see configs/). Validation every k epochs, best and resumable checkpoints,
+metrics.json and curves in the run directory; after training the best checkpoint is evaluated on the test
+split and the cross-domain sets. Several processes: torchrun --nproc_per_node=K -m sam_mix_monai.cli.main
+train ..., or --nproc-per-node K.
+"""
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``sam-mix train``."""
-    p = sub.add_parser(
-        "train",
-        help="train SAM-Mix or a baseline from an experiment config, then evaluate it",
-        description="Train from a YAML experiment config (see configs/). Validation every k epochs, best and "
-                    "resumable checkpoints, metrics.json and curves in the run directory; after training the best "
-                    "checkpoint is evaluated on the test split and the cross-domain sets. Several processes: "
-                    "torchrun --nproc_per_node=K -m sam_mix_monai.cli.main train ..., or --nproc-per-node K.",
-    )
+    p = sub.add_parser("train", help=_HELP, description=_DESCRIPTION)
     p.add_argument("--config", help="experiment YAML (optional with --resume: the run's stored config)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, dotted key, YAML scalar (repeatable), e.g. --set train.lr=1e-3")
