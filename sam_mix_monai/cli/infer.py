@@ -68,7 +68,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
                    help="autocast precision (bf16: faster on recent CPUs; fp16: CUDA only; default fp32)")
     p.add_argument("--fast", action="store_true",
-                   help=f"the options that trade exactness for speed: fp16 autocast on CUDA, bf16 on CPU, "
+                   help=f"the options that trade exactness for speed: fp16 autocast on CUDA, bf16 on CPUs with AVX512-BF16 / AMX, "
                         f"batch {FAST_BATCH_SIZE} (same weights and slice size)")
     p.add_argument("--encoder-backend", default="auto", choices=("auto", "torch", "onnxruntime"),
                    help="what runs the SAM image encoder: auto (default: ONNX Runtime fp32 for LiteMedSAM on CPU, "

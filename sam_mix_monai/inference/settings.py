@@ -86,7 +86,7 @@ class InferenceSettings(_Options):
             :data:`FAST_BATCH_SIZE` at least with ``fast``).
         window: HU window ``(centre, width)`` (``None``: the training store's, else 40, 400).
         precision: autocast precision ``fp32``, ``bf16`` or ``fp16`` (CUDA only).
-        fast: trade exactness for speed: autocast in ``fp16`` on CUDA or ``bf16`` on the CPU (``fp32`` on
+        fast: trade exactness for speed: autocast in ``fp16`` on CUDA or ``bf16`` on a CPU with native bf16 (``fp32`` on
             MPS), :data:`FAST_BATCH_SIZE` slices per pass and, on the CPU, the encoder quantization that
             passed its tolerance check; no weight and no slice size changes.
         largest_component: keep only the largest 3D connected component.
@@ -160,9 +160,12 @@ class InferenceSettings(_Options):
         Raises:
             InputError: ``fp16`` on a device other than CUDA.
         """
+        from sam_mix_monai.utils.precision import cpu_has_native_bf16
+
         precision = self.precision
-        if self.fast and precision == "fp32":
-            precision = {"cuda": "fp16", "cpu": "bf16"}.get(device.type, "fp32")
+        if self.fast and precision == "fp32":  # bf16 on a CPU only where it is native (emulated: ~10x slower)
+            cpu = "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
+            precision = {"cuda": "fp16", "cpu": cpu}.get(device.type, "fp32")
         if precision == "fp16" and device.type != "cuda":
             raise InputError(None, "--precision fp16 needs CUDA (use bf16 on CPU)")
         return precision

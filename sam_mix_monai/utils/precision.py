@@ -56,6 +56,28 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
     return name
 
 
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX): elsewhere bf16 autocast is emulated.
+
+    Emulated bf16 is about 10x slower than fp32 (measured on an AMD EPYC with AVX2 only), so the options
+    that trade exactness for speed pick bf16 on a CPU only where this holds.
+
+    Args:
+        cpuinfo: the text of ``/proc/cpuinfo`` (``None``: read it; a system without it counts as no).
+    """
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return False
+    flags = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.partition(":")[2].split())
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
 def autocast(precision: str, device: torch.device | str) -> contextlib.AbstractContextManager:
     """``torch.autocast`` for ``precision`` on ``device`` (a no-op context for ``fp32``)."""
     name = normalize_precision(precision)

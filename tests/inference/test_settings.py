@@ -75,9 +75,14 @@ def test_prompt_overrides_need_a_checkpoint() -> None:
         sam_mix_monai.Segmenter(device="cpu", prompt_overrides={"cam_threshold": 0.5})  # before the default model loads
 
 
-def test_precision_and_batch_follow_fast() -> None:
+def test_precision_and_batch_follow_fast(monkeypatch) -> None:
+    import sam_mix_monai.utils.precision as precision
+
     fast = InferenceSettings(fast=True)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda cpuinfo=None: True)
     assert [fast.autocast_precision(torch.device(d)) for d in ("cpu", "cuda", "mps")] == ["bf16", "fp16", "fp32"]
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda cpuinfo=None: False)  # emulated bf16: ~10x slower
+    assert fast.autocast_precision(torch.device("cpu")) == "fp32"
     assert InferenceSettings().autocast_precision(torch.device("cpu")) == "fp32"
     with pytest.raises(InputError, match="--precision fp16 needs CUDA"):
         InferenceSettings(precision="fp16").autocast_precision(torch.device("cpu"))
@@ -133,6 +138,9 @@ def test_cli_segment_and_segmenter_build_the_same_settings(tmp_path: Path, monke
     built = real(ckpt, settings=InferenceSettings(**_SAME))
     assert direct.settings == built.settings == InferenceSettings(**_SAME)
     assert direct.inferer.batch_size == built.inferer.batch_size == 16
-    assert direct.inferer.window_params == (50.0, 350.0) and direct.precision == "bf16"
+    from sam_mix_monai.utils.precision import cpu_has_native_bf16
+
+    assert direct.inferer.window_params == (50.0, 350.0)
+    assert direct.precision == built.precision == ("bf16" if cpu_has_native_bf16() else "fp32")  # fast on this CPU
     replaced = real(ckpt, settings=InferenceSettings(**_SAME), batch_size=4)  # an option replaces the settings' value
     assert replaced.settings.batch_size == 4 and replaced.settings.fast

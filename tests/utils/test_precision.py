@@ -29,3 +29,11 @@ def test_autocast_dtype() -> None:
         assert (a @ b).dtype == torch.bfloat16
     with autocast("fp32", "cpu"):
         assert (a @ b).dtype == torch.float32
+
+
+def test_native_bf16_is_read_from_the_cpu_flags() -> None:
+    from sam_mix_monai.utils.precision import cpu_has_native_bf16
+
+    amd = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n"
+    intel = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
+    assert not cpu_has_native_bf16(amd) and cpu_has_native_bf16(intel) and not cpu_has_native_bf16("")
