@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -12,15 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from sam_mix_monai.utils.machine import cpu_model  # noqa: E402
 
 
 def _memory_gb() -> float | None:
@@ -47,7 +38,7 @@ def run_meta(threads: int | None = None) -> dict:
     return {
         "command": " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv]),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{_cpu_model()}, {os.cpu_count()} logical CPUs, {_memory_gb()} GB RAM" + (f", GPU {gpu}" if gpu else ", no GPU"),
+        "machine": f"{cpu_model()}, {os.cpu_count()} logical CPUs, {_memory_gb()} GB RAM" + (f", GPU {gpu}" if gpu else ", no GPU"),
         "torch": torch.__version__,
         "threads": threads if threads is not None else torch.get_num_threads(),
         "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,

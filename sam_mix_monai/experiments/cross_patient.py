@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -32,8 +31,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sam_mix_monai.engines.config import read_yaml_mapping
 from sam_mix_monai.experiments.jobs import TrainJob, run_training_jobs
+from sam_mix_monai.utils.machine import cpu_model
 
-__all__ = ["CrossPatientConfig", "cpu_model", "main", "run_cross_patient"]
+__all__ = ["CrossPatientConfig", "main", "run_cross_patient"]
 
 
 class _Strict(BaseModel):
@@ -71,17 +71,6 @@ class CrossPatientConfig(_Strict):
     output_dir: str = "runs/cross_patient"
     report: str = "docs/study_cross_patient"
     embedding_cache_dir: str = "data/embedding_cache"
-
-
-def cpu_model() -> str:
-    """The CPU model name (``lscpu``'s), or the platform's processor string."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _store(name: str, root: Path, data_dir: Path) -> Path:

@@ -43,6 +43,7 @@ from sam_mix_monai.experiments.report import (DemoSummary, InferenceOutcome, Mod
                                               phantom_data_lines, write_report)
 from sam_mix_monai.utils.atomic import check_writable_dir
 from sam_mix_monai.utils.errors import InputError, PathLike
+from sam_mix_monai.utils.machine import cpu_model
 
 __all__ = ["DemoResult", "run_demo"]
 
@@ -144,7 +145,7 @@ def _infer(run: ModelRun, phantom: Any, out: Path, progress: bool, precision: st
 
     case, image, label = _held_out_case(phantom, out / "infer" / "input")
     t0 = time.perf_counter()
-    res = segment_with_checkpoint(run.run_dir / "best.pt", image, out / "infer", progress, precision)
+    res, backend = segment_with_checkpoint(run.run_dir / "best.pt", image, out / "infer", progress, precision)
     seconds = time.perf_counter() - t0
     ref_img = nib.load(str(label))
     dice, hd95 = score_masks(np.asarray(nib.load(str(res.outputs[0])).dataobj), np.asarray(ref_img.dataobj),
@@ -153,7 +154,7 @@ def _infer(run: ModelRun, phantom: Any, out: Path, progress: bool, precision: st
     eval_dice = next((c.get("dice") for c in per_case if c.get("case_id") == case), None)
     preview = next((p for p in res.outputs if p.suffix == ".png"), None)
     return InferenceOutcome(run.label, case, image, label, res.outputs[0], res.summary, dice, hd95, eval_dice, seconds, preview,
-                            precision)
+                            precision, backend)
 
 
 def _pick_rows(table: Any, n: int) -> list[int]:
@@ -359,7 +360,7 @@ def run_demo(out: PathLike, config: PathLike | None = None, overrides: Sequence[
     _step(6, "report")
     timings["total (demo command)"] = time.perf_counter() - t_start
     load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    env = {"sam_mix_monai": __version__, "commit": git_commit() or "-", "torch": torch.__version__,
+    env = {"CPU": cpu_model(), "sam_mix_monai": __version__, "commit": git_commit() or "-", "torch": torch.__version__,
            "CPUs": os.cpu_count(), "threads per training": demo.threads,
            "load average (1 min) at start / end": f"{load_start:.2f} / {load_end:.2f}"}
     summary = DemoSummary(out, phantom_data_lines(phantom), runs, data_table(counts), inference, figures, timings, env, notes,

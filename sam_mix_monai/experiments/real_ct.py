@@ -141,35 +141,28 @@ def score_masks(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) -> 
 
 
 def segment_with_checkpoint(checkpoint: PathLike, image: PathLike, out_dir: PathLike, progress: bool = False,
-                            precision: str = "fp32", prompt_mode: str | None = None) -> Any:
+                            precision: str = "fp32", prompt_mode: str | None = None) -> tuple[Any, str]:
     """Segment one input with a training checkpoint exactly as ``sam-mix infer --preview`` does.
 
     ``precision`` is ``sam-mix infer --precision`` (``fp32`` or ``bf16`` autocast), ``prompt_mode`` its
     ``--prompt-mode`` (``None``: the model's own).
 
     Returns:
-        The :class:`~sam_mix_monai.inference.runner.CaseResult` (mask, JSON, preview written to ``out_dir``).
+        The :class:`~sam_mix_monai.inference.runner.CaseResult` (mask, JSON, preview written to ``out_dir``)
+        and the backend that ran the SAM image encoder (``onnxruntime`` or ``torch``).
 
     Raises:
         InputError: a bad checkpoint or input, or a failed case.
     """
-    from sam_mix_monai.inference import INFERABLE_MODELS, SlicePredictor, VolumeSliceInferer, load_checkpoint
-    from sam_mix_monai.inference.loading import inference_slicing
-    from sam_mix_monai.inference.runner import Model, segment_cases
-    from sam_mix_monai.inference.settings import InferenceSettings, OutputSettings
-    from sam_mix_monai.transforms import DEFAULT_WINDOW
+    from sam_mix_monai.inference.segmenter import Segmenter
 
-    network, mcfg, record = load_checkpoint(Path(checkpoint), "cpu", models=INFERABLE_MODELS)
-    slicing = inference_slicing(record, checkpoint)
-    inferer = VolumeSliceInferer(image_size=slicing.get("image_size") or mcfg.image_size,
-                                 batch_size=slicing.get("batch_size") or 8,
-                                 window=slicing.get("window") or DEFAULT_WINDOW, device="cpu", progress=progress)
-    model = Model(SlicePredictor(network, device="cpu", precision=precision, prompt_mode=prompt_mode), inferer)
-    report = segment_cases([image], model, out_dir, OutputSettings(preview=True), InferenceSettings(progress=progress))
+    # the sam-mix infer path itself: its default encoder backend (ONNX Runtime for LiteMedSAM on the CPU)
+    segmenter = Segmenter(checkpoint, device="cpu", precision=precision, prompt_mode=prompt_mode, progress=progress)
+    report = segmenter.run([image], out_dir, preview=True)
     res = report.results[0]
     if not res.ok:
         raise InputError(image, f"inference failed: {res.error}")
-    return res
+    return res, segmenter.encoder_backend
 
 
 def _cam_prompt_text(run_dir: Path) -> str:
@@ -204,7 +197,7 @@ def _trained_row(label: str, run_dir: Path, image: Path, ref: np.ndarray, spacin
     row = RealCtRow(label, "none (dense prediction)")
     try:
         slug = re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_") or "run"
-        res = segment_with_checkpoint(run_dir / "best.pt", image, out / "real_ct" / slug, progress, precision,
+        res, _ = segment_with_checkpoint(run_dir / "best.pt", image, out / "real_ct" / slug, progress, precision,
                                       prompt_mode)
     except InputError as e:
         row.error = str(e)
@@ -229,6 +222,7 @@ def _prompted_rows(ct: Any, ref: np.ndarray, spacing: np.ndarray,
     from sam_mix_monai.inference.geometry import AxialGeometry
     from sam_mix_monai.inference.summary import case_summary
     from sam_mix_monai.networks import encode_slices, predict_box_mask, predict_point_mask, prepare_sam_slice
+    from sam_mix_monai.networks.encoder_backend import apply_encoder_backend
     from sam_mix_monai.networks.registry import ModelConfig, build_model
     from sam_mix_monai.transforms import DEFAULT_WINDOW, HUWindow
     from sam_mix_monai.utils.precision import autocast
@@ -238,6 +232,7 @@ def _prompted_rows(ct: Any, ref: np.ndarray, spacing: np.ndarray,
     slices = HUWindow(*DEFAULT_WINDOW)(torch.from_numpy(geo.read_slab(hu, 0, geo.depth).astype(np.float32)))
     truth = torch.from_numpy(geo.read_slab(ref, 0, geo.depth).astype(np.float32))
     net = build_model(ModelConfig(name="sam_pp")).eval()  # default SAM: the packaged LiteMedSAM weights
+    apply_encoder_backend(net.sam, torch.device("cpu"), "auto")  # sam-mix infer's default encoder backend
     volume_ml = geo.voxel_volume_ml
     rows = []
 

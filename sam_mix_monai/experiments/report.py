@@ -83,6 +83,7 @@ class InferenceOutcome:
         seconds: wall time of the inference.
         preview: the three-plane preview PNG ``sam-mix infer`` wrote.
         precision: of the forward passes (``fp32`` or ``bf16`` autocast).
+        encoder_backend: what ran the SAM image encoder (``onnxruntime``, ``torch``).
     """
 
     model: str
@@ -97,6 +98,7 @@ class InferenceOutcome:
     seconds: float
     preview: Path | None = None
     precision: str = "fp32"
+    encoder_backend: str = "torch"
 
 
 @dataclass
@@ -232,7 +234,8 @@ def _inference_section(inf: InferenceOutcome) -> list[str]:
         f"- liver {_fmt(s.get('liver_volume_ml'), 1, ' mL')} in {s.get('slices_with_liver', '-')}/{s.get('slices', '-')} "
         f"slices; mean classifier confidence {_fmt(s.get('mean_classifier_confidence'))}, mean predicted IoU "
         f"{_fmt(s.get('mean_predicted_iou'))}; quality flag: {flag}",
-        f"- {inf.seconds:.1f} s (read, slices, post-processing, NIfTI + JSON + preview; forward passes in {inf.precision})",
+        f"- {inf.seconds:.1f} s (read, slices, post-processing, NIfTI + JSON + preview; forward passes in {inf.precision}, "
+        f"SAM image encoder on {inf.encoder_backend})",
         "",
     ]
 

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from sam_mix_monai.experiments.cross_patient import CrossPatientConfig, _report, cpu_model
+from sam_mix_monai.experiments.cross_patient import CrossPatientConfig, _report
 from sam_mix_monai.experiments.real_cases import REAL_CASES, load_real_case
 from sam_mix_monai.utils.errors import InputError
+from sam_mix_monai.utils.machine import cpu_model
 from tests.conftest import require_real
 
 ROOT = Path(__file__).resolve().parents[2]
