@@ -33,7 +33,7 @@ __all__ = ["DEFAULT_MODEL", "DEFAULT_MODEL_SHA256", "FORMAT", "file_sha256", "is
 #: The packaged default liver model.
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "assets" / "default_liver_model.pt"
 #: Its SHA-256 (a changed or truncated file is refused).
-DEFAULT_MODEL_SHA256 = "5e6f540ba62b8ef78fed31c78b520d26494320023375ff94faf204ec44836de5"
+DEFAULT_MODEL_SHA256 = "a9378a177a21dda0ad94be89c4d5ba5fb8780b164150b353484fa2ae169ea72d"
 FORMAT = "sam_mix_monai.trained_parts/1"
 #: Parameters that the packaged pretrained SAM provides (left out of the file unless training changed them).
 _PRETRAINED_PREFIX = "sam."
