@@ -9,9 +9,9 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from sam_mix_monai.utils.machine import cpu_model
 
-from sam_mix_monai.utils.machine import cpu_model  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _memory_gb() -> float | None:

@@ -198,7 +198,7 @@ def _trained_row(label: str, run_dir: Path, image: Path, ref: np.ndarray, spacin
     try:
         slug = re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_") or "run"
         res, _ = segment_with_checkpoint(run_dir / "best.pt", image, out / "real_ct" / slug, progress, precision,
-                                      prompt_mode)
+                                         prompt_mode)
     except InputError as e:
         row.error = str(e)
         return row, None
