@@ -25,7 +25,6 @@ import torch
 from ignite.engine import Events
 from ignite.handlers import ProgressBar
 from monai.handlers import CheckpointLoader, LrScheduleHandler, StatsHandler, TensorBoardStatsHandler, ValidationHandler
-from monai.utils import set_determinism
 from torch import nn
 from torch.utils.data import ConcatDataset
 
@@ -44,8 +43,7 @@ from sam_mix_monai.engines.phantom_data import ensure_phantom_data
 from sam_mix_monai.engines.rundir import check_data, git_commit, prepare_run_dir
 from sam_mix_monai.engines.schedule import VAL_KEY, build_scheduler, early_stopping
 from sam_mix_monai.engines.trainer import SAMMixTrainer
-from sam_mix_monai.networks.embedding_cache import attach_embedding_cache
-from sam_mix_monai.networks.registry import build_model
+from sam_mix_monai.engines.warm_cache import build_run_model, evaluation_sets
 from sam_mix_monai.utils.errors import InputError, PathLike
 from sam_mix_monai.utils.precision import resolve_precision
 
@@ -116,8 +114,7 @@ class TrainingJob:
             self.model.load_state_dict(state["network"])
         self.model.eval()
         ev = self.cfg.evaluate
-        sets = [("test", self.cfg.data.path, self.cfg.data.test_split)] if self.cfg.data.test_split is not None else []
-        sets += [(f"cross_domain:{cd.name}", cd.path, cd.split) for cd in ev.cross_domain]
+        sets = evaluation_sets(self.cfg)
         runs = [("", "centre")]
         if getattr(self.model, "point_prompted", False):  # SAM-PP: the centre point; the oracle point as a named upper bound
             runs.append((f" ({ORACLE_POINT})", "oracle"))
@@ -149,20 +146,6 @@ def _param_groups(model: nn.Module, sam_lr: float | None) -> list[dict[str, Any]
     return [{"params": rest}, {"params": tuned, "lr": float(sam_lr)}]
 
 
-def _fast_frozen_encoder(sam: nn.Module, device: torch.device) -> tuple[nn.Module | None, str]:
-    """A frozen LiteMedSAM encoder on the CPU computes the cache's embeddings through ONNX Runtime (3x eager fp32)."""
-    from sam_mix_monai.networks.lite_medsam import LiteImageEncoder
-    from sam_mix_monai.networks.onnx_encoder import OnnxEncoder
-
-    if device.type != "cpu" or not isinstance(sam.image_encoder, LiteImageEncoder):
-        return None, "torch"
-    try:
-        return OnnxEncoder(sam.image_encoder, batch=1), "onnxruntime"
-    except Exception as e:  # no ONNX Runtime, or an export problem: the eager encoder is correct, only slower
-        logger.warning("frozen encoder through ONNX Runtime unavailable (%s): eager PyTorch", e)
-        return None, "torch"
-
-
 def build_training(cfg: ExperimentConfig, run_dir: PathLike, resume: bool = False) -> TrainingJob:
     """Build data streams, network, optimiser, scheduler, engines and handlers of this rank.
 
@@ -178,16 +161,8 @@ def build_training(cfg: ExperimentConfig, run_dir: PathLike, resume: bool = Fals
     r, w = rank(), world_size()
     device = resolve_device(tc.device)
     precision = resolve_precision(tc.precision, device)
-    if tc.num_threads:
-        torch.set_num_threads(tc.num_threads)
-    if tc.deterministic:
-        set_determinism(seed=tc.seed)
-    else:
-        torch.manual_seed(tc.seed)
-    model = build_model(cfg.model)
-    if hasattr(model, "sam") and cfg.model.resolved_encoder_mode() == "frozen":  # encoder once per distinct slice
-        compute, backend = _fast_frozen_encoder(model.sam, device)
-        attach_embedding_cache(model.sam, cfg.model.embedding_cache_mb, cfg.model.embedding_cache_dir, compute, backend)
+    model, cache = build_run_model(cfg, device)
+    if cache is not None:  # the frozen encoder runs once per distinct slice
         if cfg.augment.labelled and (cfg.loss.seg_dice > 0 or cfg.loss.seg_bce > 0 or cfg.loss.iou > 0):
             logger.warning("encoder_mode frozen with augment.labelled: augmented labelled views miss the embedding cache")
     record = RunRecord(cfg.model.model_dump(mode="json"), cfg.model_dump(mode="json"), __version__, git_commit(),

@@ -28,8 +28,9 @@ import logging
 import os
 import re
 import shutil
+import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -64,7 +65,11 @@ def _settings(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def _plan(demo: DemoConfig, source: Path, out: Path, overrides: Sequence[str]) -> list[tuple[DemoRunConfig, Any, TrainJob]]:
-    """Validate every run config (with the demo's data) and build its job; reset stale run folders."""
+    """Validate every run config (with the demo's data) and build its job; reset stale run folders.
+
+    With ``warm_cache``, a SAM-Mix whose encoder is frozen keeps its embeddings on disk beside the phantom data
+    (``<phantom root>/embedding_cache``, unless its config names a folder).
+    """
     from sam_mix_monai.engines.config import load_config
 
     labels = [r.label for r in demo.runs]
@@ -81,6 +86,9 @@ def _plan(demo: DemoConfig, source: Path, out: Path, overrides: Sequence[str]) -
         phantom = cfg.phantom
         data = [f"data.path={cfg.phantom.domain_a.resolve()}",
                 f'evaluate.cross_domain=[{{"name": "{CROSS_NAME}", "path": "{cfg.phantom.domain_b.resolve()}"}}]']
+        if (demo.warm_cache and cfg.model.name == "sam_mix" and cfg.model.embedding_cache_dir is None
+                and cfg.model.resolved_encoder_mode() == "frozen"):
+            data.append(f"model.embedding_cache_dir={(Path(cfg.phantom.root) / 'embedding_cache').resolve()}")
         all_overrides = (*run.overrides, *overrides, *data)
         run_dir = (out / "runs" / _slug(run.label)).resolve()
         cfg = load_config(path, [*all_overrides, f"output.dir={run_dir}"])
@@ -89,6 +97,27 @@ def _plan(demo: DemoConfig, source: Path, out: Path, overrides: Sequence[str]) -
             shutil.rmtree(run_dir)
         plans.append((run, cfg, TrainJob(_slug(run.label), path.resolve(), run_dir, all_overrides)))
     return plans
+
+
+def _with_warm_cache(plans: list[tuple[DemoRunConfig, Any, TrainJob]], infer_model: str | None,
+                     threads: int) -> list[tuple[DemoRunConfig, Any, TrainJob]]:
+    """Every other run first fills the inference model's on-disk embedding cache with the slices it evaluates.
+
+    SAM-Mix's encoder is most of the demo's time, and SAM-Mix trains on one core: the other core encodes
+    its validation, test and cross-domain slices (:mod:`sam_mix_monai.engines.warm_cache`, the same backend
+    and thread count, so the same embeddings) before the U-Net trains there, and SAM-Mix reads them from
+    disk. Nothing when that model has no ``model.embedding_cache_dir``.
+    """
+    target = next((p for p in plans if p[0].label == infer_model or (infer_model is None and p[1].model.name == "sam_mix")),
+                  None)
+    if target is None or target[1].model.embedding_cache_dir is None or target[1].model.name != "sam_mix":
+        return plans
+    _, cfg, job = target
+    cmd = [sys.executable, "-m", "sam_mix_monai.engines.warm_cache", "--config", str(job.config)]
+    for ov in (*job.overrides, f"train.num_threads={int(threads)}"):
+        cmd += ["--set", ov]
+    cmd += ["--unless-done", str(job.run_dir)]
+    return [(r, c, j if j is job else replace(j, prelude=tuple(cmd))) for r, c, j in plans]
 
 
 def _stale(run_dir: Path, cfg: Any) -> bool:
@@ -289,6 +318,8 @@ def run_demo(out: PathLike, config: PathLike | None = None, overrides: Sequence[
     out = check_writable_dir(out)
     fig_dir = check_writable_dir(out / "figures")
     plans = _plan(demo, source, out, overrides)
+    if demo.warm_cache:
+        plans = _with_warm_cache(plans, demo.infer_model, demo.threads)
     phantom = plans[0][1].phantom
     timings: dict[str, float] = {}
 

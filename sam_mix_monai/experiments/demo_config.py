@@ -53,6 +53,9 @@ class DemoConfig(_Strict):
             against 0.9725 in fp32 on the 20 example slices).
         infer_precision: forward passes of the held-out volume's inference, ``fp32`` (default) or ``bf16``
             (it runs after the trainings, on every core, as the real-CT step does).
+        warm_cache: a SAM-Mix with a frozen encoder keeps its embeddings in ``<phantom root>/embedding_cache``,
+            and every other run, once trained, encodes the infer model's test slices into it on the core it
+            frees (the same embeddings, bit for bit; :mod:`sam_mix_monai.engines.warm_cache`).
     """
 
     runs: list[DemoRunConfig] = Field(min_length=1)
@@ -64,6 +67,7 @@ class DemoConfig(_Strict):
     real_ct_zero_shot: bool = True
     real_ct_precision: Literal["fp32", "bf16"] = "fp32"
     infer_precision: Literal["fp32", "bf16"] = "fp32"
+    warm_cache: bool = True
 
 
 def default_demo_config() -> Path:

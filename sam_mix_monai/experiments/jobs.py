@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import threading
@@ -32,6 +33,8 @@ from typing import Any, Sequence
 from tqdm import tqdm
 
 __all__ = ["TrainJob", "JobResult", "job_state", "read_results", "train_command", "run_training_jobs"]
+
+logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"  # engines.handlers.METRICS_FILE; not imported: this module must stay torch-free
 LAST_CHECKPOINT = "last.pt"
@@ -46,12 +49,16 @@ class TrainJob:
         config: experiment YAML.
         run_dir: run directory (``output.dir``).
         overrides: extra ``--set KEY=VALUE`` overrides.
+        prelude: a command run in the same worker before the training (its output goes to the same log,
+            prefixed ``[name]``), e.g. warming another run's embedding cache while that run trains on another
+            core; its failure is logged, the training runs all the same.
     """
 
     name: str
     config: Path
     run_dir: Path
     overrides: tuple[str, ...] = ()
+    prelude: tuple[str, ...] = ()
 
 
 @dataclass
@@ -104,22 +111,32 @@ def train_command(job: TrainJob, threads: int = 1) -> list[str]:
     return cmd + ["--set", f"train.num_threads={int(threads)}", "--set", "train.progress=false"]
 
 
+def _stream(cmd: Sequence[str], name: str, fh: Any, stream: bool, lock: threading.Lock) -> int:
+    """Run ``cmd``, its stdout and stderr into ``fh`` (and, with ``stream``, our stdout prefixed ``[name]``)."""
+    proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        fh.write(line)
+        if stream and line.strip():
+            with lock:
+                tqdm.write(f"[{name}] {line.rstrip()}")
+    return proc.wait()
+
+
 def _run_one(job: TrainJob, threads: int, stream: bool, lock: threading.Lock) -> JobResult:
     log = Path(f"{job.run_dir}.log")
+    if job.prelude:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a", buffering=1) as fh:
+            rc = _stream(job.prelude, job.name, fh, stream, lock)
+        if rc != 0:
+            logger.warning("%s: the prelude command failed (exit code %d), see %s", job.name, rc, log)
     if job_state(job.run_dir) == "done":
         return JobResult(job, "skipped", 0.0, 0, read_results(job.run_dir), log)
     log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     with open(log, "a", buffering=1) as fh:  # line-buffered: a killed job keeps its log
-        proc = subprocess.Popen(train_command(job, threads), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, bufsize=1)
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            fh.write(line)
-            if stream and line.strip():
-                with lock:
-                    tqdm.write(f"[{job.name}] {line.rstrip()}")
-        rc = proc.wait()
+        rc = _stream(train_command(job, threads), job.name, fh, stream, lock)
     results = read_results(job.run_dir) if rc == 0 else None
     status = "done" if rc == 0 and results is not None else "failed"
     return JobResult(job, status, time.perf_counter() - t0, rc, results, log)

@@ -178,6 +178,10 @@ class SAMMix(nn.Module):
         emb = sam_encode(self.sam, x) if embeddings is None else embeddings
         return self.liver_head(emb.detach().float())
 
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        """SAM image embeddings ``(B, C, h, w)`` of slices as :meth:`forward` computes them (resized, cached)."""
+        return sam_encode(self.sam, self._resize_input(image))
+
     def _resize_input(self, image: torch.Tensor) -> torch.Tensor:
         """``image`` resized (bilinear) to the SAM input size (unchanged when it is already)."""
         s = self.image_size

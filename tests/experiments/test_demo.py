@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sam_mix_monai.experiments.demo import _plan, _stale
+from sam_mix_monai.experiments.demo import _plan, _stale, _with_warm_cache
 from sam_mix_monai.experiments.demo_config import load_demo_config
 from tests.experiments.test_demo_config import write_demo_yaml
 from sam_mix_monai.experiments.report import DemoSummary, InferenceOutcome, ModelRun, render_report
@@ -85,6 +85,29 @@ def test_plan_checks_data_and_points_runs_at_the_demo_data(tmp_path):
         _plan(load_demo_config(bad), bad, out, [])
     with pytest.raises(InputError, match="train.lr: Input should be a valid number"):
         _plan(load_demo_config(demo_path), demo_path, out, ["train.lr=fast"])
+
+
+def test_the_unet_worker_warms_sam_mix_embedding_cache_before_its_training(tmp_path):
+    sam = tmp_path / "sam.yaml"
+    raw = yaml.safe_load((ROOT / "configs" / "phantom_demo.yaml").read_text())
+    raw["phantom"]["root"] = str(tmp_path / "phantom")
+    sam.write_text(yaml.safe_dump(raw))
+    unet = _run_cfg(tmp_path, "unet")
+    runs = [{"label": "SAM-Mix-50", "config": sam.name}, {"label": "U-Net-50", "config": unet.name}]
+    path = write_demo_yaml(tmp_path, runs, infer_model="SAM-Mix-50", threads=1)
+    demo = load_demo_config(path)
+    plans = _with_warm_cache(_plan(demo, path, tmp_path / "out", []), demo.infer_model, demo.threads)
+    (_, sam_cfg, sam_job), (_, _, unet_job) = plans
+    cache = (tmp_path / "phantom" / "embedding_cache").resolve()
+    assert sam_cfg.model.embedding_cache_dir == str(cache) and sam_job.prelude == ()
+    cmd = list(unet_job.prelude)
+    assert cmd[1:3] == ["-m", "sam_mix_monai.engines.warm_cache"] and cmd[cmd.index("--config") + 1] == str(sam_job.config)
+    assert f"model.embedding_cache_dir={cache}" in cmd and "train.num_threads=1" in cmd
+    assert cmd[cmd.index("--unless-done") + 1] == str(sam_job.run_dir)
+    # Switched off: no cache folder, no follow-up.
+    off = write_demo_yaml(tmp_path, runs, "off", infer_model="SAM-Mix-50", warm_cache=False)
+    (_, cfg, job), (_, _, other) = _plan(load_demo_config(off), off, tmp_path / "out2", [])
+    assert cfg.model.embedding_cache_dir is None and job.prelude == other.prelude == ()
 
 
 def _metrics(dice: float, cls: bool) -> dict:

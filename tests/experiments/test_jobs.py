@@ -40,3 +40,17 @@ def test_jobs_run_in_parallel_skip_when_done_and_isolate_failures(tmp_path, tiny
     assert "[m0]" in out and "[m1]" in out  # streamed, prefixed child output
     again = run_training_jobs(good, workers=2, progress=False, stream=False)
     assert [r.status for r in again] == ["skipped", "skipped"] and again[0].results == res[0].results
+
+
+def test_a_prelude_runs_in_the_jobs_worker_first_and_its_failure_is_not_the_jobs(tmp_path, capsys):
+    import sys
+
+    run = tmp_path / "done"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps({"results": {"test": {"metrics": {}}}}))
+    ok = TrainJob("a", tmp_path / "c.yaml", run, prelude=(sys.executable, "-c", "print('warmed the cache')"))
+    bad = TrainJob("b", tmp_path / "c.yaml", run, prelude=(sys.executable, "-c", "import sys; sys.exit(3)"))
+    res = run_training_jobs([ok, bad], workers=1, progress=False)
+    assert [r.status for r in res] == ["skipped", "skipped"]  # the training's outcome stands
+    assert "warmed the cache" in res[0].log.read_text()
+    assert "[a] warmed the cache" in capsys.readouterr().out
