@@ -43,7 +43,7 @@ from sam_mix_monai.engines.phantom_data import ensure_phantom_data
 from sam_mix_monai.engines.rundir import check_data, git_commit, prepare_run_dir
 from sam_mix_monai.engines.schedule import VAL_KEY, build_scheduler, early_stopping
 from sam_mix_monai.engines.trainer import SAMMixTrainer
-from sam_mix_monai.engines.warm_cache import build_run_model, evaluation_sets
+from sam_mix_monai.engines.run_model import build_run_model, evaluation_sets
 from sam_mix_monai.utils.errors import InputError, PathLike
 from sam_mix_monai.utils.precision import resolve_precision
 

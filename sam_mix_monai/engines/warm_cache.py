@@ -4,13 +4,13 @@ With a frozen SAM encoder the encoder is most of a run's cost on a CPU, and much
 slices the training only evaluates: the validation split, the final evaluation's test and
 cross-domain slices. Their embeddings do not depend on the training, so a second process with a
 free core can compute them while the run trains, into the run's ``model.embedding_cache_dir``, in
-the order the run needs them (:func:`warm_sets`); the run then reads them from disk. The demo does
-this on its second core before the U-Net trains there.
+the order the run needs them (:func:`.run_model.warm_sets`); the run then reads them from disk.
+The demo does this on its second core before the U-Net trains there.
 
-The embeddings are bit for bit those the run would compute itself: the same model config, the same
-encoder backend (:func:`attach_frozen_cache`, ONNX Runtime on the CPU) and thread count, the same
-slices through the same loader and preparation (:meth:`~sam_mix_monai.networks.SAMMix.encode`); the
-cache key is the exact encoder input, so nothing else can be looked up.
+The embeddings are bit for bit those the run would compute itself: the model built as the run builds
+it (:func:`.run_model.build_run_model`: the same encoder backend and thread count), the same slices
+through the same loader and preparation (:meth:`~sam_mix_monai.networks.SAMMix.encode`); the cache
+key is the exact encoder input, so nothing else can be looked up.
 
 Command line (what the demo runs)::
 
@@ -25,85 +25,21 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
-from monai.utils import set_determinism
-from torch import nn
 
-from sam_mix_monai.data import SliceDataset
 from sam_mix_monai.engines.batch import prepare_slices
 from sam_mix_monai.engines.config import ExperimentConfig
 from sam_mix_monai.engines.distributed import resolve_device
 from sam_mix_monai.engines.loaders import evaluation_loader
-from sam_mix_monai.networks.embedding_cache import EmbeddingCache, attach_embedding_cache
-from sam_mix_monai.networks.registry import build_model
+from sam_mix_monai.engines.run_model import build_run_model, warm_sets
 from sam_mix_monai.utils.errors import InputError
 from sam_mix_monai.utils.precision import autocast, resolve_precision
 
-__all__ = ["attach_frozen_cache", "build_run_model", "evaluation_sets", "warm_embedding_cache", "warm_sets", "main"]
+__all__ = ["warm_embedding_cache", "main"]
 
 logger = logging.getLogger(__name__)
-
-
-def _fast_frozen_encoder(sam: nn.Module, device: torch.device) -> tuple[nn.Module | None, str]:
-    """A frozen LiteMedSAM encoder on the CPU computes the cache's embeddings through ONNX Runtime (3x eager fp32)."""
-    from sam_mix_monai.networks.lite_medsam import LiteImageEncoder
-    from sam_mix_monai.networks.onnx_encoder import OnnxEncoder
-
-    if device.type != "cpu" or not isinstance(sam.image_encoder, LiteImageEncoder):
-        return None, "torch"
-    try:
-        return OnnxEncoder(sam.image_encoder, batch=1), "onnxruntime"
-    except Exception as e:  # no ONNX Runtime, or an export problem: the eager encoder is correct, only slower
-        logger.warning("frozen encoder through ONNX Runtime unavailable (%s): eager PyTorch", e)
-        return None, "torch"
-
-
-def attach_frozen_cache(model: nn.Module, cfg: ExperimentConfig, device: torch.device) -> EmbeddingCache | None:
-    """Give a model with a frozen SAM encoder the run's embedding cache (``None``: no SAM, or a trained encoder).
-
-    The cache's embeddings are computed on the fastest backend (ONNX Runtime for LiteMedSAM on the CPU);
-    its size and directory are ``model.embedding_cache_mb`` and ``model.embedding_cache_dir``.
-    """
-    if not hasattr(model, "sam") or cfg.model.resolved_encoder_mode() != "frozen":
-        return None
-    compute, backend = _fast_frozen_encoder(model.sam, device)
-    return attach_embedding_cache(model.sam, cfg.model.embedding_cache_mb, cfg.model.embedding_cache_dir, compute, backend)
-
-
-def build_run_model(cfg: ExperimentConfig, device: torch.device) -> tuple[nn.Module, EmbeddingCache | None]:
-    """A run's model as its training builds it: thread count, seed, weights, and the frozen encoder's cache.
-
-    The training (:func:`~sam_mix_monai.engines.run.build_training`) and the process that warms its cache
-    both build the model here, so that a randomly initialised frozen encoder has the same weights (and cache
-    folder) in both.
-
-    Returns:
-        ``(model on the CPU, its embedding cache or None)``.
-    """
-    tc = cfg.train
-    if tc.num_threads:
-        torch.set_num_threads(tc.num_threads)  # before the ONNX Runtime session: it takes torch's thread count
-    if tc.deterministic:
-        set_determinism(seed=tc.seed)
-    else:
-        torch.manual_seed(tc.seed)
-    model = build_model(cfg.model)
-    return model, attach_frozen_cache(model, cfg, device)
-
-
-def evaluation_sets(cfg: ExperimentConfig) -> list[tuple[str, Path, str | None]]:
-    """``(name, store, split)`` of a run's final evaluation: its test split, then each cross-domain store."""
-    sets = [("test", Path(cfg.data.path), cfg.data.test_split)] if cfg.data.test_split is not None else []
-    return sets + [(f"cross_domain:{cd.name}", Path(cd.path), cd.split) for cd in cfg.evaluate.cross_domain]
-
-
-def warm_sets(cfg: ExperimentConfig) -> list[tuple[str, Path, str | None]]:
-    """What a run evaluates, in the order it needs it: its validation split (every epoch), then :func:`evaluation_sets`."""
-    d = cfg.data
-    val = [("val", Path(d.path), d.val_split)] if d.val_split is not None and len(SliceDataset(d.path, split=d.val_split)) else []
-    return val + evaluation_sets(cfg)
 
 
 @torch.no_grad()

@@ -7,7 +7,8 @@ import torch
 
 from sam_mix_monai.engines.config import validate_config
 from sam_mix_monai.engines.evaluate import evaluate_dataset
-from sam_mix_monai.engines.warm_cache import build_run_model, evaluation_sets, main, warm_embedding_cache, warm_sets
+from sam_mix_monai.engines.run_model import build_run_model, evaluation_sets, warm_sets
+from sam_mix_monai.engines.warm_cache import main, warm_embedding_cache
 from sam_mix_monai.utils.errors import InputError
 from tests.engines.conftest import tiny_config, tiny_phantom, write_config  # noqa: F401 (fixture)
 
