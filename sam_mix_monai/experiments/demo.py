@@ -9,7 +9,9 @@ held-out volume, and how many slices the figures show. Steps:
    run trains on its domain a and is tested on domain b as the cross-domain set;
 2. **training**: one ``sam-mix train`` child per model, in parallel, one thread each
    (:func:`.jobs.run_training_jobs`); each evaluates its best checkpoint under ``slice2d`` and
-   ``volume3d``, in-domain and cross-domain. A complete run of the same settings is reused;
+   ``volume3d``, in-domain and cross-domain. A complete run of the same settings is reused. With
+   ``warm_cache`` the U-Net's worker first encodes SAM-Mix's validation and test slices into
+   SAM-Mix's on-disk embedding cache (:func:`_with_warm_cache`);
 3. **volume inference**: the first test case's NIfTI volume (regenerated from its seed when the
    NIfTI files are gone) through ``sam-mix infer``'s :func:`~sam_mix_monai.inference.runner.segment_cases`,
    with preview and JSON summary, and its 3D Dice / HD95 against the label NIfTI;
