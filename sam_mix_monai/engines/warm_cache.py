@@ -32,6 +32,7 @@ import torch
 from sam_mix_monai.engines.batch import prepare_slices
 from sam_mix_monai.engines.config import ExperimentConfig
 from sam_mix_monai.engines.distributed import resolve_device
+from sam_mix_monai.engines.handlers import METRICS_FILE
 from sam_mix_monai.engines.loaders import evaluation_loader
 from sam_mix_monai.engines.run_model import build_run_model, warm_sets
 from sam_mix_monai.utils.errors import InputError
@@ -98,8 +99,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _has_results(run_dir: Path) -> bool:
-    from sam_mix_monai.engines.handlers import METRICS_FILE
-
     try:
         return bool(json.loads((run_dir / METRICS_FILE).read_text(encoding="utf-8")).get("results"))
     except (OSError, ValueError, AttributeError):
