@@ -26,7 +26,6 @@ from ignite.engine import Events
 from ignite.handlers import ProgressBar
 from monai.handlers import CheckpointLoader, LrScheduleHandler, StatsHandler, TensorBoardStatsHandler, ValidationHandler
 from torch import nn
-from torch.utils.data import ConcatDataset
 
 from sam_mix_monai import __version__
 from sam_mix_monai.data import SliceDataset
@@ -43,7 +42,7 @@ from sam_mix_monai.engines.phantom_data import ensure_phantom_data
 from sam_mix_monai.engines.rundir import check_data, git_commit, prepare_run_dir
 from sam_mix_monai.engines.schedule import VAL_KEY, build_scheduler, early_stopping
 from sam_mix_monai.engines.trainer import SAMMixTrainer
-from sam_mix_monai.engines.run_model import build_run_model, evaluation_sets
+from sam_mix_monai.engines.run_model import build_run_model, evaluation_sets, labelled_dataset
 from sam_mix_monai.utils.errors import InputError, PathLike
 from sam_mix_monai.utils.precision import resolve_precision
 
@@ -177,11 +176,7 @@ def build_training(cfg: ExperimentConfig, run_dir: PathLike, resume: bool = Fals
         raise InputError(None, f"train.batch_size and unlabelled.batch_size must be divisible by the {w} processes")
     d = cfg.data
     n_empty = d.n_empty
-    labelled = SliceDataset(d.path, d.train_split, d.n_labelled, "labelled" if d.n_labelled is not None else "all",
-                            d.label_seed, n_empty=n_empty)
-    if d.extra_path is not None:  # e.g. phantom slices beside one real patient (data.extra_path)
-        labelled = ConcatDataset([labelled, SliceDataset(d.extra_path, "train", d.extra_n_labelled, "labelled", d.label_seed,
-                                                         n_empty=int(round(d.extra_n_labelled * d.empty_per_labelled)))])
+    labelled = labelled_dataset(cfg)  # with data.extra_path, e.g. phantom slices beside one real patient
     unlabelled = None
     lc = cfg.loss
     useful = (hasattr(model, "classifier") and (lc.unlabelled_cls > 0 or lc.pseudo_cls > 0)) or lc.seg_consistency > 0

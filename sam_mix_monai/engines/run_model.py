@@ -3,7 +3,7 @@
 :func:`build_run_model` sets the run's thread count and seed, builds the network and gives a frozen SAM
 encoder its embedding cache (:func:`attach_frozen_cache`: computed through ONNX Runtime for LiteMedSAM on
 the CPU, kept on disk under ``model.embedding_cache_dir`` when set). :func:`evaluation_sets` and
-:func:`warm_sets` name the slices a run evaluates.
+:func:`warm_sets` name the slices a run evaluates, :func:`labelled_dataset` those it learns masks from.
 """
 
 from __future__ import annotations
@@ -15,12 +15,14 @@ import torch
 from monai.utils import set_determinism
 from torch import nn
 
+from torch.utils.data import ConcatDataset, Dataset
+
 from sam_mix_monai.data import SliceDataset
 from sam_mix_monai.engines.config import ExperimentConfig
 from sam_mix_monai.networks.embedding_cache import EmbeddingCache, attach_embedding_cache
 from sam_mix_monai.networks.registry import build_model
 
-__all__ = ["attach_frozen_cache", "build_run_model", "evaluation_sets", "warm_sets"]
+__all__ = ["attach_frozen_cache", "build_run_model", "evaluation_sets", "labelled_dataset", "warm_sets"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,3 +85,15 @@ def warm_sets(cfg: ExperimentConfig) -> list[tuple[str, Path, str | None]]:
     d = cfg.data
     val = [("val", Path(d.path), d.val_split)] if d.val_split is not None and len(SliceDataset(d.path, split=d.val_split)) else []
     return val + evaluation_sets(cfg)
+
+
+def labelled_dataset(cfg: ExperimentConfig) -> Dataset:
+    """The run's labelled training slices: ``data.n_labelled`` liver slices of the training split and their
+    known liver-free ones (``data.n_empty``), plus ``data.extra_path``'s when set (e.g. phantom slices)."""
+    d = cfg.data
+    labelled: Dataset = SliceDataset(d.path, d.train_split, d.n_labelled, "labelled" if d.n_labelled is not None else "all",
+                                     d.label_seed, n_empty=d.n_empty)
+    if d.extra_path is not None:
+        labelled = ConcatDataset([labelled, SliceDataset(d.extra_path, "train", d.extra_n_labelled, "labelled", d.label_seed,
+                                                         n_empty=int(round(d.extra_n_labelled * d.empty_per_labelled)))])
+    return labelled

@@ -28,17 +28,18 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+from torch.utils.data import DataLoader, Subset
 
 from sam_mix_monai.engines.batch import prepare_slices
 from sam_mix_monai.engines.config import ExperimentConfig
 from sam_mix_monai.engines.distributed import resolve_device
 from sam_mix_monai.engines.handlers import METRICS_FILE
 from sam_mix_monai.engines.loaders import evaluation_loader
-from sam_mix_monai.engines.run_model import build_run_model, warm_sets
+from sam_mix_monai.engines.run_model import build_run_model, labelled_dataset, warm_sets
 from sam_mix_monai.utils.errors import InputError
 from sam_mix_monai.utils.precision import autocast, resolve_precision
 
-__all__ = ["warm_embedding_cache", "main"]
+__all__ = ["main", "training_encodes_labelled", "warm_embedding_cache"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,14 +66,29 @@ def warm_embedding_cache(cfg: ExperimentConfig, sets: Sequence[tuple[str, Path, 
     model = model.to(device).eval()
     if cache is None:
         raise InputError(None, f"model {cfg.model.name!r} has no frozen SAM encoder: there is no embedding cache to fill")
+    loaders: list[tuple[str, DataLoader]] = []
+    if sets is None and training_encodes_labelled(cfg):
+        labelled = labelled_dataset(cfg)
+        backwards = Subset(labelled, list(range(len(labelled)))[::-1])  # the run starts from its own shuffled order
+        loaders.append(("labelled training slices", DataLoader(backwards, batch_size=1, shuffle=False)))
     for name, path, split in warm_sets(cfg) if sets is None else sets:
+        loaders.append((f"{name} ({path})", evaluation_loader(path, split, cfg.evaluate.batch_size)))
+    for name, loader in loaders:
         before = cache.misses
-        for batch in evaluation_loader(path, split, cfg.evaluate.batch_size):
+        for batch in loader:
             image, _ = prepare_slices(batch, device)
-            with autocast(precision, device):  # part of the cache key, as in the evaluator
+            with autocast(precision, device):  # part of the cache key, as in the trainer and the evaluator
                 model.encode(image)
-        logger.info("%s (%s): %d slices encoded", name, path, cache.misses - before)
+        logger.info("%s: %d slices encoded", name, cache.misses - before)
     return cache.misses
+
+
+def training_encodes_labelled(cfg: ExperimentConfig) -> bool:
+    """Whether the run's training encodes its stored labelled slices (a liver head, or a SAM loss term, on
+    unaugmented labelled slices): only then can another process encode them for it."""
+    lc = cfg.loss
+    uses = (cfg.model.liver_head and lc.head > 0) or lc.seg_dice > 0 or lc.seg_bce > 0 or lc.iou > 0 or lc.decoder > 0
+    return bool(uses) and not cfg.augment.labelled
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,8 +7,9 @@ import torch
 
 from sam_mix_monai.engines.config import validate_config
 from sam_mix_monai.engines.evaluate import evaluate_dataset
-from sam_mix_monai.engines.run_model import build_run_model, evaluation_sets, warm_sets
-from sam_mix_monai.engines.warm_cache import main, warm_embedding_cache
+from sam_mix_monai.engines.run import build_training
+from sam_mix_monai.engines.run_model import build_run_model, evaluation_sets, labelled_dataset, warm_sets
+from sam_mix_monai.engines.warm_cache import main, training_encodes_labelled, warm_embedding_cache
 from sam_mix_monai.utils.errors import InputError
 from tests.engines.conftest import tiny_config, tiny_phantom, write_config  # noqa: F401 (fixture)
 
@@ -40,6 +41,45 @@ def test_warmed_cache_serves_the_whole_final_evaluation(tiny_phantom, tmp_path):
     # The control: the same evaluation with an empty cache folder encodes every slice itself.
     cold = _cfg(tiny_phantom, tmp_path, str(tmp_path / "cold"))
     assert _evaluation_misses(cold) == (hits, 0)
+
+
+def _head_cfg(tiny_phantom, tmp_path, cache, **model):
+    """A run whose training encodes its labelled slices: a liver head on the frozen encoder, no SAM loss."""
+    store_a, store_b = tiny_phantom
+    return validate_config(tiny_config(
+        store_a, tmp_path / "run", cross=store_b,
+        model={"encoder_mode": "frozen", "liver_head": True, "embedding_cache_dir": cache, **model},
+        loss={"seg_dice": 0.0, "seg_bce": 0.0, "iou": 0.0, "head": 1.0}, augment={"labelled": False},
+        train={"epochs": 1, "iterations_per_epoch": 4, "batch_size": 4}))
+
+
+def _training_misses(cfg, tmp_path) -> int:
+    """Encoder calls of one training epoch with its validation (the run's own cache counts them)."""
+    job = build_training(cfg, tmp_path / "run")
+    cache = job.model.sam.embedding_cache
+    job.trainer.run()
+    return cache.misses
+
+
+def test_warmed_labelled_slices_leave_the_training_nothing_to_encode(tiny_phantom, tmp_path):
+    cfg = _head_cfg(tiny_phantom, tmp_path, str(tmp_path / "cache"))
+    assert training_encodes_labelled(cfg)
+    n = warm_embedding_cache(cfg)
+    assert n >= len(labelled_dataset(cfg)) > 0
+    assert _training_misses(cfg, tmp_path) == 0
+    # The control: warming only the evaluated sets leaves the training its labelled slices to encode.
+    cold = _head_cfg(tiny_phantom, tmp_path, str(tmp_path / "cold"))
+    warm_embedding_cache(cold, warm_sets(cold))
+    assert _training_misses(cold, tmp_path) > 0
+
+
+def test_labelled_slices_are_warmed_only_when_the_training_encodes_them(tiny_phantom, tmp_path):
+    cache = str(tmp_path / "cache")
+    assert not training_encodes_labelled(_head_cfg(tiny_phantom, tmp_path, cache, liver_head=False))
+    store_a, _ = tiny_phantom
+    augmented = validate_config(tiny_config(store_a, tmp_path / "r", model={"encoder_mode": "frozen", "embedding_cache_dir": cache},
+                                            augment={"labelled": True}))
+    assert not training_encodes_labelled(augmented)  # its augmented views are never the stored slices
 
 
 def test_warming_needs_a_cache_folder_and_a_frozen_sam(tiny_phantom, tmp_path, capsys):
