@@ -54,9 +54,11 @@ bench-infer: install
 	$(PY) benchmarks/bench_lite.py
 
 # The default path, file in to mask, on the phantom and ../shared's real CTs, beside the naive loop
-# (the packaged default model in volume prompt mode; BENCH_CHECKPOINT=best.pt: another SAM-Mix checkpoint).
+# (the packaged default model in volume prompt mode; BENCH_CHECKPOINT=best.pt: another SAM-Mix checkpoint),
+# then the same with --fast.
 bench-default: install
 	$(PY) benchmarks/bench_default.py $(if $(BENCH_CHECKPOINT),--checkpoint $(BENCH_CHECKPOINT))
+	$(PY) benchmarks/bench_default.py --fast $(if $(BENCH_CHECKPOINT),--checkpoint $(BENCH_CHECKPOINT))
 
 # Encoder backends (eager fp32 / ONNX Runtime fp32 / bf16 / int8): 3D Dice change and speed on real CT.
 bench-backends: install

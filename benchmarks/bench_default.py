@@ -5,7 +5,7 @@ For each CT: ``Segmenter()`` (the packaged default liver model in volume prompt 
 then ``segment(path, "mask.nii.gz")`` timed ``--runs`` times (median reported): reading, the classifier
 pass, the encoder on its default backend over the liver's range, decoding, the mask written. With
 ``--box`` the pretrained LiteMedSAM segments from the reference mask's tight 3D box instead (the box
-path). CTs:
+path; ``--fast``: ``Segmenter(fast=True)``, what ``sam-mix infer --fast`` runs). CTs:
 
 * ``phantom``: a synthetic 512x512x200 CT with liver on about 100 slices (``.nii.gz``, LPS header);
 * ``ircadb_07``, ``ircadb_17``: ``../shared/data/real`` (skipped with a note when absent).
@@ -56,7 +56,8 @@ def _encoder_owner(seg) -> torch.nn.Module:
     return sam_mix.sam if sam_mix is not None else seg.box_sam
 
 
-def default_path(ct: RealCT, checkpoint: str | None, runs: int, out: Path, box: bool = False, threads: int = 2) -> dict:
+def default_path(ct: RealCT, checkpoint: str | None, runs: int, out: Path, box: bool = False, threads: int = 2,
+                 fast: bool = False) -> dict:
     """Median wall time of ``Segmenter.segment`` (file in, mask written), what it encoded, its peak RSS.
 
     Meant to run in a fresh process (:func:`_in_child`): the peak RSS is then this CT's alone.
@@ -66,7 +67,7 @@ def default_path(ct: RealCT, checkpoint: str | None, runs: int, out: Path, box: 
 
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    seg = Segmenter(checkpoint, device="cpu")
+    seg = Segmenter(checkpoint, device="cpu", fast=fast)
     sam = _encoder_owner(seg)
     setup = time.perf_counter() - t0  # model load + (first time only) the encoder export
     counter = CountingEncoder(sam.image_encoder)
@@ -136,16 +137,19 @@ def main() -> None:
     ap.add_argument("--checkpoint", default=None, help="a SAM-Mix checkpoint (default: the packaged default liver model)")
     ap.add_argument("--box", action="store_true", help="the box path: the pretrained LiteMedSAM from the reference 3D box")
     ap.add_argument("--cases", nargs="+", default=["phantom", "ircadb_07", "ircadb_17"])
+    ap.add_argument("--fast", action="store_true", help="sam-mix infer --fast (bf16 where native, every second thin slice)")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--naive-slices", type=int, default=8, help="slices the naive loop times (0: every slice)")
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--depth", type=int, default=200)
-    ap.add_argument("--out", default="runs/bench/bench_default.json")
+    ap.add_argument("--out", default=None, help="default: runs/bench/bench_default.json (bench_default_fast.json with --fast)")
     a = ap.parse_args()
+    a.out = a.out or f"runs/bench/bench_default{'_fast' if a.fast else ''}.json"
     torch.set_num_threads(a.threads)
     res: dict = {"meta": {**run_meta(a.threads), "load_average_start": list(os.getloadavg())},
-                 "checkpoint": a.checkpoint, "box": a.box, "mode": "box" if a.box else "volume prompt", "cases": {}}
+                 "checkpoint": a.checkpoint, "box": a.box, "fast": a.fast, "mode": "box" if a.box else "volume prompt",
+                 "cases": {}}
     res["gemm_peak_gflops_per_s"] = gemm_peak(dtypes=("fp32",))["fp32"]
     print(f"torch.mm 2048^2 fp32 peak: {res['gemm_peak_gflops_per_s']:.0f} GFLOP/s", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench_default_") as tmp_s:
@@ -156,7 +160,7 @@ def main() -> None:
                 print(f"{name}: not found under ../shared/data/real: skipped", flush=True)
                 res["cases"][name] = {"skipped": "not found under ../shared/data/real"}
                 continue
-            ours = _in_child(ct, a.checkpoint, a.runs, tmp, a.box, a.threads)
+            ours = _in_child(ct, a.checkpoint, a.runs, tmp, a.box, a.threads, a.fast)
             rss = ours["peak_rss_mb"]
             nv = naive_loop(ct, a.naive_slices)
             row = {"default": ours, "naive": nv, "speedup_vs_naive": nv["seconds"] / ours["seconds"],

@@ -196,6 +196,7 @@ SECTIONS: tuple[tuple[str, Callable[[dict], list[str]]], ...] = (
     ("bench_infer.json", infer_section),
     ("bench_lite.json", lite_section),
     ("bench_default.json", default_section),
+    ("bench_default_fast.json", default_section),
     ("bench_backends.json", backends_section),
     ("bench_gpu.json", gpu_section),
 )

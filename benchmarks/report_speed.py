@@ -18,7 +18,11 @@ def default_section(r: dict) -> list[str]:
     else:
         model = f"checkpoint `{r['checkpoint']}`" if r.get("checkpoint") else "the packaged default liver model"
         model, call = f"{model}, volume prompt mode", "segment(path, mask.nii.gz)"
-    lines = ["## The default path, file in to mask (`make bench-default`, `bench_default.py`)", "", *_meta(r["meta"]),
+    title = "## The default path, file in to mask (`make bench-default`, `bench_default.py`)"
+    if r.get("fast"):
+        title = "### The same with `--fast` (`bench_default.py --fast`)"
+        model += "; `fast=True` as `sam-mix infer --fast`: bf16 only where the CPU has it natively, every second slice of a thin-slice CT"
+    lines = [title, "", *_meta(r["meta"]),
              f"`Segmenter(...).{call}` as a user calls it ({model}), each CT in a fresh process (peak RSS = its "
              f"VmHWM: model load included); median of the runs. "
              f"Same-run references: the naive loop (eager fp32 LiteMedSAM, batch 1, encoder + decoder on every slice) "

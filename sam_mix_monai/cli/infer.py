@@ -10,9 +10,10 @@ import time
 from sam_mix_monai.utils.errors import InputError
 
 # Kept here, not imported: ``sam-mix infer --help`` and argument errors must not wait for torch / MONAI.
-# tests/cli/test_infer.py checks both against sam_mix_monai.transforms.DEFAULT_WINDOW and .segmenter.FAST_BATCH_SIZE.
+# tests/cli/test_infer.py checks them against sam_mix_monai.transforms.DEFAULT_WINDOW and .settings' FAST_* values.
 DEFAULT_WINDOW = (40.0, 400.0)
 FAST_BATCH_SIZE = 32
+FAST_Z_STEP_MM = 4.0
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +70,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="autocast precision (bf16: faster on recent CPUs; fp16: CUDA only; default fp32)")
     p.add_argument("--fast", action="store_true",
                    help=f"the options that trade exactness for speed: fp16 autocast on CUDA, bf16 on CPUs with AVX512-BF16 / AMX, "
-                        f"batch {FAST_BATCH_SIZE} (same weights and slice size)")
+                        f"batch {FAST_BATCH_SIZE}, volume mode on slices {FAST_Z_STEP_MM:g} mm apart (--z-step-mm) "
+                        "(same weights and slice size)")
+    p.add_argument("--z-step-mm", type=float, default=None, metavar="MM",
+                   help="volume prompt mode: run the networks on slices about MM apart and interpolate the slices "
+                        f"between (default: {FAST_Z_STEP_MM:g} with --fast, else 0: every slice)")
     p.add_argument("--encoder-backend", default="auto", choices=("auto", "torch", "onnxruntime"),
                    help="what runs the SAM image encoder: auto (default: ONNX Runtime fp32 for LiteMedSAM on CPU, "
                         "the same masks as PyTorch within docs/benchmarks.md's tolerance; PyTorch otherwise), "

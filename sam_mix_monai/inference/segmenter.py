@@ -123,7 +123,7 @@ class Segmenter:
             image_size=slicing.get("image_size") or (self.predictor.image_size if self.predictor else None),
             batch_size=self.settings.slices_per_pass(slicing.get("batch_size")),
             window=self.settings.window or slicing.get("window") or DEFAULT_WINDOW, device=self.device,
-            progress=self.settings.progress,
+            progress=self.settings.progress, z_step_mm=self.settings.volume_z_step_mm(),
         )
 
     @property

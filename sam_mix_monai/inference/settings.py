@@ -26,10 +26,13 @@ from typing import Any, Mapping, TypeVar
 
 from sam_mix_monai.utils.errors import InputError, PathLike
 
-__all__ = ["DEFAULT_BATCH_SIZE", "FAST_BATCH_SIZE", "InferenceSettings", "OutputSettings", "split_options", "to_box"]
+__all__ = ["DEFAULT_BATCH_SIZE", "FAST_BATCH_SIZE", "FAST_Z_STEP_MM", "InferenceSettings", "OutputSettings", "split_options", "to_box"]
 
 #: Slices per forward pass under ``fast=True`` (unless a batch size is given).
 FAST_BATCH_SIZE = 32
+#: The volume prompt mode's slice step under ``fast=True`` (unless one is given): on 1.6 and 2 mm slices every
+#: second slice runs, the 3D Dice change measured in docs/benchmarks.md.
+FAST_Z_STEP_MM = 4.0
 #: Slices per forward pass otherwise (unless the model or the user sets one).
 DEFAULT_BATCH_SIZE = 8
 _PROMPT_MODES = (None, "volume", "slice")
@@ -87,8 +90,11 @@ class InferenceSettings(_Options):
         window: HU window ``(centre, width)`` (``None``: the training store's, else 40, 400).
         precision: autocast precision ``fp32``, ``bf16`` or ``fp16`` (CUDA only).
         fast: trade exactness for speed: autocast in ``fp16`` on CUDA or ``bf16`` on a CPU with native bf16 (``fp32`` on
-            MPS), :data:`FAST_BATCH_SIZE` slices per pass and, on the CPU, the encoder quantization that
-            passed its tolerance check; no weight and no slice size changes.
+            MPS), :data:`FAST_BATCH_SIZE` slices per pass, on the CPU the encoder quantization that
+            passed its tolerance check, and in volume prompt mode :data:`FAST_Z_STEP_MM` (``z_step_mm``);
+            no weight and no slice size changes.
+        z_step_mm: volume prompt mode: the networks run on slices about this far apart, the slices between
+            interpolated (``None``: :data:`FAST_Z_STEP_MM` with ``fast``, else 0: every slice).
         largest_component: keep only the largest 3D connected component.
         progress: progress bars over slices and cases.
         prompt_mode: a SAM-Mix's prompts: ``volume``, ``slice`` or ``None`` (the model's own).
@@ -111,6 +117,7 @@ class InferenceSettings(_Options):
     prompt_mode: str | None = None
     encoder_backend: str = "auto"
     prompt_overrides: Mapping[str, Any] | None = None
+    z_step_mm: float | None = None
 
     def __post_init__(self) -> None:
         from sam_mix_monai.networks.encoder_backend import ENCODER_BACKENDS
@@ -119,6 +126,8 @@ class InferenceSettings(_Options):
 
         if self.batch_size is not None and int(self.batch_size) < 1:
             raise InputError(None, f"--batch-size must be at least 1 (got {self.batch_size})")
+        if self.z_step_mm is not None and not float(self.z_step_mm) >= 0:
+            raise InputError(None, f"--z-step-mm must be 0 or more (got {self.z_step_mm})")
         check_window(self.window)
         if self.prompt_mode not in _PROMPT_MODES:
             raise InputError(None, f"--prompt-mode {self.prompt_mode!r}: expected volume or slice")
@@ -140,7 +149,8 @@ class InferenceSettings(_Options):
         """The settings of ``sam-mix infer``'s parsed arguments."""
         return cls(device=args.device, batch_size=args.batch_size, window=args.window, precision=args.precision,
                    fast=args.fast, largest_component=not args.no_lcc, progress=not args.no_progress,
-                   prompt_mode=args.prompt_mode, encoder_backend=args.encoder_backend)
+                   prompt_mode=args.prompt_mode, encoder_backend=args.encoder_backend,
+                   z_step_mm=getattr(args, "z_step_mm", None))
 
     def torch_device(self) -> Any:
         """:attr:`device` as a ``torch.device``, checked to exist (plain ``cuda``: this rank's GPU under ``torchrun``).
@@ -169,6 +179,12 @@ class InferenceSettings(_Options):
         if precision == "fp16" and device.type != "cuda":
             raise InputError(None, "--precision fp16 needs CUDA (use bf16 on CPU)")
         return precision
+
+    def volume_z_step_mm(self) -> float:
+        """The volume prompt mode's slice step: :attr:`z_step_mm`, else :data:`FAST_Z_STEP_MM` with :attr:`fast`, else 0."""
+        if self.z_step_mm is not None:
+            return float(self.z_step_mm)
+        return FAST_Z_STEP_MM if self.fast else 0.0
 
     def slices_per_pass(self, model_batch: int | None = None) -> int:
         """The batch size: :attr:`batch_size`, else the model's ``model_batch``, else the default (see the class)."""

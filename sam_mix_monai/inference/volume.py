@@ -84,6 +84,8 @@ class VolumeSliceInferer(Inferer):
             mask) as a ``float16`` array on the input grid in ``meta["probabilities"]``.
         prompt_mode: a SAM-Mix's prompts: ``volume`` (one 3D prompt per volume, :mod:`.volume_mode`),
             ``slice`` (per slice, the steps above) or ``None`` (the predictor's / model's own).
+        z_step_mm: volume prompt mode only: the networks run on slices about this far apart and the
+            slices between are interpolated (:func:`.volume_mode.segment_volume_prompt`; ``0``: every slice).
     """
 
     def __init__(
@@ -98,8 +100,12 @@ class VolumeSliceInferer(Inferer):
         progress: bool = False,
         probabilities: bool = False,
         prompt_mode: str | None = None,
+        z_step_mm: float = 0.0,
     ) -> None:
         super().__init__()
+        if not float(z_step_mm) >= 0:
+            raise ValueError(f"z_step_mm must be 0 or more, got {z_step_mm}")
+        self.z_step_mm = float(z_step_mm)
         if prompt_mode not in (None, "volume", "slice"):
             raise ValueError(f"prompt_mode must be volume or slice, got {prompt_mode!r}")
         self.prompt_mode = prompt_mode
@@ -219,7 +225,7 @@ class VolumeSliceInferer(Inferer):
 
         res = segment_volume_prompt(inputs, predictor.sam_mix, self, evidence=predictor.volume_evidence,
                                     precision=predictor.precision, probabilities=self.probabilities,
-                                    cls_threshold=predictor.cls_threshold)
+                                    cls_threshold=predictor.cls_threshold, z_step_mm=self.z_step_mm)
         affine = np.asarray(inputs.affine, dtype=np.float64) if isinstance(inputs, MetaTensor) else np.eye(4)
         return self._output(inputs, res.mask, affine, AxialGeometry(affine, res.mask.shape), liver_prob=res.liver_prob,
                             chosen_iou=res.chosen_iou, probabilities=res.probabilities, volume_prompt=res.prompt,

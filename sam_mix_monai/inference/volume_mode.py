@@ -14,6 +14,11 @@ CAM box. Here (:func:`segment_volume_prompt`):
 4. **decoder** per slice of the range on the cached embeddings with that slice's box (LiteMedSAM's
    single-mask output, as its official box inference), the logits resized back to the slice.
 
+With ``z_step_mm`` (``sam-mix infer --fast`` on thin slices) steps 2 to 4 run only on every ``k``-th
+slice (``k`` the most whole slices within ``z_step_mm``), plus the ends of each range: the head
+evidence and SAM's logits of the slices between are interpolated linearly in z. This changes the
+masks (``docs/benchmarks.md`` gives the measured Dice change); ``0`` runs every slice.
+
 Slices are prepared exactly as in training and in the per-slice mode (HU window, bilinear resize to
 the training slice size): boxes live in that frame and are mapped to slice pixels by its scale.
 """
@@ -37,7 +42,7 @@ from sam_mix_monai.inference.volume_prompt import (
 from sam_mix_monai.networks.decoding import sam_decode, sam_encode
 from sam_mix_monai.utils.precision import autocast
 
-__all__ = ["EVIDENCE", "VolumeModeResult", "resolve_evidence", "segment_given_prompt", "segment_volume_prompt"]
+__all__ = ["EVIDENCE", "VolumeModeResult", "resolve_evidence", "segment_given_prompt", "segment_volume_prompt", "z_stride"]
 
 #: Per-slice evidence a volume prompt can come from.
 EVIDENCE = ("head", "cam")
@@ -143,14 +148,38 @@ def _classifier_pass(model: Any, slices: _Slices, want_cam: bool, grid: int,
     return prob, cams
 
 
+def _head_map(model: Any, slices: _Slices, z: int) -> np.ndarray:
+    """Sigmoid of the liver head on the embedding of slice ``z`` (encoded already)."""
+    return torch.sigmoid(model.liver_head(slices.embeddings[z][None]))[0, 0].float().cpu().numpy()
+
+
 def _head_evidence(model: Any, slices: _Slices, zs: Sequence[int], out: np.ndarray | None) -> np.ndarray:
     """Sigmoid of the liver head on the embeddings of ``zs``, written into ``out[z]`` (allocated on first use)."""
     for z in zs:
-        p = torch.sigmoid(model.liver_head(slices.embeddings[z][None]))[0, 0].float().cpu().numpy()
+        p = _head_map(model, slices, z)
         if out is None:
             out = np.zeros((slices.geo.depth, *p.shape), dtype=np.float32)
         out[z] = p
     return out
+
+
+def z_stride(z_step_mm: float, dz: float) -> int:
+    """The slice stride of ``z_step_mm``: the most whole slices of ``dz`` mm within it (at least 1)."""
+    return max(1, int(float(z_step_mm) / max(float(dz), 1e-6) + 1e-6)) if z_step_mm > 0 else 1
+
+
+def _lattice(z0: int, z1: int, stride: int) -> list[int]:
+    """The slices of ``z0 .. z1`` a stride runs on: every ``stride``-th of the volume, and both ends."""
+    return sorted({z for z in range(z0, z1 + 1) if z % stride == 0} | {z0, z1})
+
+
+def _fill_z(stack: np.ndarray, have: Sequence[int]) -> None:
+    """Fill ``stack``'s slices strictly between consecutive ``have`` slices by linear interpolation in z (in place)."""
+    have = sorted(have)
+    for a, b in zip(have[:-1], have[1:]):
+        for z in range(a + 1, b):
+            w = (z - a) / (b - a)
+            stack[z] = (1.0 - w) * stack[a] + w * stack[b]
 
 
 def _search_range(prob: np.ndarray, threshold: float, dz: float, search_mm: float) -> tuple[int, int]:
@@ -172,6 +201,7 @@ def segment_volume_prompt(
     settings: VolumePromptSettings = VolumePromptSettings(),
     search_mm: float = 40.0,
     precision: str = "fp32",
+    z_step_mm: float = 0.0,
     probabilities: bool = False,
     cls_threshold: float | None = None,
 ) -> VolumeModeResult:
@@ -185,6 +215,8 @@ def segment_volume_prompt(
         settings: the 3D prompt's thresholds and windows.
         search_mm: with ``head`` evidence, how far beyond the classifier's liver slices to encode.
         precision: autocast precision of the networks.
+        z_step_mm: run the encoder and decoder on slices about this far apart and interpolate between
+            them (module docstring; ``0``: every slice).
         probabilities: also return the SAM's sigmoid on the input grid.
         cls_threshold: the classifier's liver-probability gate (``None``: the model's own): the liver
             slices of ``cam`` evidence, the search range of ``head`` evidence.
@@ -197,6 +229,7 @@ def segment_volume_prompt(
     geo, size = slices.geo, slices.size
     depth, (big_h, big_w) = geo.depth, geo.slice_shape
     sx, sy, dz = geo.ras_spacing
+    stride = z_stride(z_step_mm, dz)
     spacing = (float(sy), float(sx), float(dz))  # rows run along y, columns along x
     grid = max(1, size // 4)  # the CAM's evidence grid (LiteMedSAM's embedding grid at 256)
     name = str(getattr(volume, "meta", {}).get("filename_or_obj") or "volume")
@@ -213,9 +246,11 @@ def segment_volume_prompt(
             lo, hi = _search_range(prob, cls_threshold, dz, search_mm)
             step = window_slices(search_mm, dz) // 2 + 1
             while True:
-                zs = [z for z in range(lo, hi + 1) if z not in slices.embeddings]
+                zs = [z for z in _lattice(lo, hi, stride) if z not in slices.embeddings]
                 slices.encode(zs, bar)
                 ev = _head_evidence(model, slices, zs, ev)
+                if stride > 1:
+                    _fill_z(ev, slices.embeddings)
                 cell_mm2 = (big_h / ev.shape[1]) * spacing[0] * (big_w / ev.shape[2]) * spacing[1]
                 present = (ev >= evidence_threshold(ev, settings)).sum(axis=(1, 2)) * cell_mm2 >= MIN_AREA_MM2
                 prompt = volume_prompt(ev, present, spacing, (big_h, big_w), settings)
@@ -224,7 +259,7 @@ def segment_volume_prompt(
                 if not (grow_lo or grow_hi):
                     break
                 lo, hi = (max(0, lo - step) if grow_lo else lo), (min(depth - 1, hi + step) if grow_hi else hi)
-        masks, probs, iou = _decode(model, slices, prompt, size, (big_h, big_w), inferer, probabilities, bar)
+        masks, probs, iou = _decode(model, slices, prompt, size, (big_h, big_w), inferer, probabilities, bar, stride)
     finally:
         cls_bar.close()
         bar.close()
@@ -247,25 +282,45 @@ def segment_given_prompt(volume: Any, model: Any, inferer: VolumeSliceInferer, p
 
 
 def _decode(model: Any, slices: _Slices, prompt: VolumePrompt, size: int, hw: tuple[int, int],
-            inferer: VolumeSliceInferer, probabilities: bool, bar: Any) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-    """SAM's decoder on every slice of the prompt's range, with that slice's box (input frame)."""
+            inferer: VolumeSliceInferer, probabilities: bool, bar: Any,
+            stride: int = 1) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """SAM's decoder on every slice of the prompt's range (every ``stride``-th and the ends, the logits of
+    the slices between interpolated in z), with that slice's box (input frame)."""
     depth = slices.geo.depth
     masks = np.zeros((depth, *hw), dtype=np.uint8)
     probs = np.zeros((depth, *hw), dtype=np.float16) if probabilities else None
     iou = np.full(depth, np.nan, dtype=np.float32)
-    zs = list(prompt.slices())
+    if prompt.empty:
+        return masks, probs, iou
+    zs = _lattice(prompt.z0, prompt.z1, stride)
     slices.encode(zs, bar)
     scale = np.array([size / hw[1], size / hw[0], size / hw[1], size / hw[0]])  # slice px -> input frame
     b = slices.inferer.batch_size
+    logits = torch.zeros(depth, 1, size, size) if stride > 1 else None
     for i in range(0, len(zs), b):
         chunk = zs[i : i + b]
         emb = torch.stack([slices.embeddings[z] for z in chunk])
         boxes = torch.as_tensor(np.stack([prompt.boxes[z] * scale for z in chunk]), dtype=torch.float32, device=emb.device)
         with autocast(slices.precision, slices.device):
             out = sam_decode(model.sam, emb, (size, size), boxes=boxes, multimask_output=False)
-        logits = out["mask_logits"].float().cpu()
-        masks[chunk] = inferer.postprocess(logits, hw)
-        if probs is not None:
-            probs[chunk] = inferer.probability(logits, hw)
         iou[chunk] = out["chosen_iou"].float().cpu().numpy()
+        if logits is not None:
+            logits[chunk] = out["mask_logits"].float().cpu()
+        else:
+            _write_masks(out["mask_logits"].float().cpu(), chunk, inferer, hw, masks, probs)
+    if logits is not None:  # the slices between: logits and predicted IoU interpolated in z
+        _fill_z(logits, zs)
+        _fill_z(iou, zs)
+        every = list(prompt.slices())
+        for i in range(0, len(every), b):
+            chunk = every[i : i + b]
+            _write_masks(logits[chunk], chunk, inferer, hw, masks, probs)
     return masks, probs, iou
+
+
+def _write_masks(logits: torch.Tensor, chunk: Sequence[int], inferer: VolumeSliceInferer, hw: tuple[int, int],
+                 masks: np.ndarray, probs: np.ndarray | None) -> None:
+    """The slices ``chunk``'s masks (and probabilities) from their ``(k, 1, S, S)`` logits, on the slice size."""
+    masks[chunk] = inferer.postprocess(logits, hw)
+    if probs is not None:
+        probs[chunk] = inferer.probability(logits, hw)

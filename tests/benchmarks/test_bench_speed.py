@@ -41,6 +41,9 @@ def test_speed_sections_render() -> None:
         "ircadb_17": {"skipped": "not found"}}}
     text = "\n".join(default_section(default))
     assert "| phantom | 200 | onnxruntime | **20.0** |" in text and "**12.0×**" in text and "ircadb_17: skipped" in text
+    assert text.startswith("## The default path") and "--fast" not in text
+    fast = "\n".join(default_section({**default, "fast": True}))
+    assert fast.startswith("### The same with `--fast`") and "every second slice" in fast and "**20.0**" in fast
     backends = {"meta": META, "int8_check_dice_change": 0.06, "cases": {"ct": {"variants": [
         {"backend": "torch", "dtype": "fp32", "seconds": 10, "encoded_slices": 5, "encoder_calls": 1,
          "dice_vs_reference": 0.95, "dice_vs_eager_fp32": 1.0, "dice_change_vs_eager_fp32": 0.0, "load_average": 1.0}]}}}

@@ -226,9 +226,11 @@ def test_no_input(tmp_path: Path, capsys) -> None:
 def test_help_constants_match_the_package() -> None:
     from sam_mix_monai.cli import infer
     from sam_mix_monai.inference.segmenter import FAST_BATCH_SIZE
+    from sam_mix_monai.inference.settings import FAST_Z_STEP_MM
     from sam_mix_monai.transforms import DEFAULT_WINDOW
 
     assert infer.FAST_BATCH_SIZE == FAST_BATCH_SIZE and tuple(infer.DEFAULT_WINDOW) == tuple(DEFAULT_WINDOW)
+    assert infer.FAST_Z_STEP_MM == FAST_Z_STEP_MM
 
 
 def test_dicom_seg_output(tmp_path: Path, dcmqi_liver_seg: Path, capsys) -> None:

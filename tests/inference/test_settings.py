@@ -12,7 +12,7 @@ import sam_mix_monai
 from sam_mix_monai.cli.main import build_parser, main
 from sam_mix_monai.inference import segmenter as segmenter_module
 from sam_mix_monai.inference.box3d import Box3D
-from sam_mix_monai.inference.settings import (FAST_BATCH_SIZE, InferenceSettings, OutputSettings, split_options,
+from sam_mix_monai.inference.settings import (FAST_BATCH_SIZE, FAST_Z_STEP_MM, InferenceSettings, OutputSettings, split_options,
                                               to_box)
 from sam_mix_monai.utils.errors import InputError
 from tests.inference.tiny_model import phantom, save_case, tiny_checkpoint
@@ -26,6 +26,8 @@ from tests.inference.tiny_model import phantom, save_case, tiny_checkpoint
     ("prompt_mode", "cube", "--prompt-mode 'cube': expected volume or slice"),
     ("precision", "fp8", "--precision 'fp8': expected one of fp32, fp16, bf16"),
     ("encoder_backend", "tensorrt", "--encoder-backend 'tensorrt': expected one of auto, torch, onnxruntime"),
+    ("z_step_mm", -1.0, "--z-step-mm must be 0 or more (got -1.0)"),
+    ("z_step_mm", math.nan, "--z-step-mm must be 0 or more (got nan)"),
 ])
 def test_each_bad_model_option_is_named(option: str, value, match: str) -> None:
     with pytest.raises(InputError, match=match.replace("(", r"\(").replace(")", r"\)")):
@@ -90,12 +92,15 @@ def test_precision_and_batch_follow_fast(monkeypatch) -> None:
     assert fast.slices_per_pass() == FAST_BATCH_SIZE and fast.slices_per_pass(64) == 64
     assert fast.slices_per_pass(4) == FAST_BATCH_SIZE  # fast raises a model's small batch ...
     assert InferenceSettings(fast=True, batch_size=4).slices_per_pass(64) == 4  # ... but not the user's
+    assert fast.volume_z_step_mm() == FAST_Z_STEP_MM > 0 and InferenceSettings().volume_z_step_mm() == 0.0
+    assert InferenceSettings(fast=True, z_step_mm=0).volume_z_step_mm() == 0.0  # the user's step wins
+    assert InferenceSettings(z_step_mm=3).volume_z_step_mm() == 3.0
 
 
 _ARGS = ["-d", "cpu", "--batch-size", "16", "--window", "50", "350", "--fast", "--no-lcc", "--prompt-mode", "slice",
-         "--encoder-backend", "torch"]
+         "--encoder-backend", "torch", "--z-step-mm", "3"]
 _SAME = dict(device="cpu", batch_size=16, window=(50, 350), fast=True, largest_component=False, progress=True,
-             prompt_mode="slice", encoder_backend="torch")
+             prompt_mode="slice", encoder_backend="torch", z_step_mm=3.0)
 
 
 def test_cli_arguments_build_the_settings() -> None:
@@ -141,6 +146,7 @@ def test_cli_segment_and_segmenter_build_the_same_settings(tmp_path: Path, monke
     from sam_mix_monai.utils.precision import cpu_has_native_bf16
 
     assert direct.inferer.window_params == (50.0, 350.0)
+    assert direct.inferer.z_step_mm == built.inferer.z_step_mm == 3.0
     assert direct.precision == built.precision == ("bf16" if cpu_has_native_bf16() else "fp32")  # fast on this CPU
     replaced = real(ckpt, settings=InferenceSettings(**_SAME), batch_size=4)  # an option replaces the settings' value
     assert replaced.settings.batch_size == 4 and replaced.settings.fast

@@ -134,3 +134,50 @@ def test_inferer_runs_the_mode_it_is_given():
     net.sam.image_encoder.calls.clear()
     out = VolumeSliceInferer(image_size=SIZE, batch_size=8, prompt_mode="slice")(vol, net)
     assert "prompt_mode" not in out.meta and out.shape == (1, 48, 48, 24)
+
+
+def test_z_stride_is_the_most_whole_slices_within_the_step():
+    from sam_mix_monai.inference.volume_mode import z_stride
+
+    assert [z_stride(4.0, dz) for dz in (1.6, 2.0, 2.5, 5.0, 0.8)] == [2, 2, 1, 1, 5]
+    assert z_stride(0.0, 1.0) == 1
+
+
+def _bright_volume(depth: int = 40) -> MetaTensor:
+    """A body with a bright block on slices 8 .. 31 that shrinks towards its ends (dz 1.6 mm)."""
+    vol = torch.full((1, 48, 48, depth), -1000.0)
+    vol[0, 8:40, 8:40, :] = 40.0
+    for z in range(8, 32):
+        r = 6 + min(z - 8, 31 - z) // 2
+        vol[0, 24 - r : 24 + r, 22 - r : 22 + r, z] = 120.0
+    return MetaTensor(vol, affine=torch.diag(torch.tensor([1.5, 1.5, 1.6, 1.0], dtype=torch.float64)))
+
+
+def test_z_step_runs_every_second_slice_and_interpolates_the_rest(monkeypatch):
+    import sam_mix_monai.inference.volume_mode as vm
+
+    depth = 40
+    liver = np.zeros((depth, 16, 16), np.float32)
+    liver[8:32, 4:12, 3:10] = 0.9  # the head's evidence: the liver's slices
+    monkeypatch.setattr(vm, "_head_map", lambda model, slices, z: liver[z])
+    results = {}
+    for step in (0.0, 4.0):  # 1.6 mm slices: 4 mm -> every second slice
+        net = _model()
+        res = segment_volume_prompt(_bright_volume(depth), net, VolumeSliceInferer(image_size=SIZE, batch_size=8),
+                                    evidence="head", cls_threshold=0.0, z_step_mm=step)
+        results[step] = (res, sum(net.sam.image_encoder.calls))
+    (full, n_full), (half, n_half) = results[0.0], results[4.0]
+    assert n_full == depth and n_half == len(half.encoded) == len(set(half.encoded))  # none twice
+    assert n_half <= depth // 2 + 3  # the even slices and the ends of the search range and of the prompt
+    assert (full.prompt.z0, full.prompt.z1) == (8, 31)
+    # the evidence between two run slices is interpolated: the range may move by less than the stride
+    assert abs(half.prompt.z0 - 8) <= 1 and abs(half.prompt.z1 - 31) <= 1
+    prompted = half.prompt.slices()
+    assert np.isfinite(half.chosen_iou[prompted.start : prompted.stop]).all()
+    assert np.isnan(half.chosen_iou[: prompted.start]).all() and np.isnan(half.chosen_iou[prompted.stop :]).all()
+    odd = [z for z in prompted if z not in half.encoded]
+    assert odd  # some slices were interpolated, not run
+    a, b = full.mask.astype(bool), half.mask.astype(bool)
+    dice = 2 * (a & b).sum() / max(1, a.sum() + b.sum())
+    print(f"stride-2 mask against every slice: Dice {dice:.4f}, {n_half} of {n_full} slices encoded")
+    assert a.sum() > 0 and dice >= 0.9
