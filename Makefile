@@ -26,7 +26,7 @@ $(STAMP): setup.cfg constraints.txt pyproject.toml
 # cohorts (first run only), train compact SAM-Mix-50 and a U-Net-50 baseline in parallel on CPU,
 # evaluate slice2d/volume3d in- and cross-domain, segment a held-out volume with the infer path,
 # segment the committed real CT example, write $(DEMO_OUT)/report.md with tables and figures.
-# 13.4 minutes measured on an idle, slow 2-core AMD EPYC host (docs/demo.md); less on a faster CPU.
+# 12.2 minutes measured on an idle 2-core AMD EPYC host (docs/demo.md); less on a faster CPU.
 demo: install
 	$(VENV)/bin/sam-mix demo --out $(DEMO_OUT)
 
