@@ -48,6 +48,9 @@ __all__ = ["EVIDENCE", "VolumeModeResult", "resolve_evidence", "segment_given_pr
 EVIDENCE = ("head", "cam")
 #: Minimum liver area (mm^2) of a slice's head evidence for the slice to count as liver.
 MIN_AREA_MM2 = 150.0
+#: How the encoded slices' embeddings are held until decoding: float16 halves the volume mode's largest
+#: buffer (4 MB a slice of LiteMedSAM in fp32); the networks read them back as fp32.
+STORE_DTYPE = torch.float16
 
 
 @dataclass
@@ -112,6 +115,10 @@ class _Slices:
         """Network input ``(k, 1, S, S)`` of slices ``z0 .. z1 - 1``."""
         return self.inferer.preprocess(self.geo.read_slab(self.arr, z0, z1), self.size).to(self.device)
 
+    def embedding(self, z: int) -> torch.Tensor:
+        """The fp32 embedding of encoded slice ``z``."""
+        return self.embeddings[z].float()
+
     def encode(self, zs: Sequence[int], bar: Any = None) -> None:
         """Encode the slices of ``zs`` not yet encoded, in batches of the inferer's batch size."""
         todo = [z for z in zs if z not in self.embeddings]
@@ -122,7 +129,7 @@ class _Slices:
             with autocast(self.precision, self.device):
                 emb = sam_encode(self.model.sam, x).float()
             for z, e in zip(chunk, emb):
-                self.embeddings[z] = e
+                self.embeddings[z] = e.to(STORE_DTYPE)
             if bar is not None:
                 bar.update(len(chunk))
 
@@ -150,7 +157,7 @@ def _classifier_pass(model: Any, slices: _Slices, want_cam: bool, grid: int,
 
 def _head_map(model: Any, slices: _Slices, z: int) -> np.ndarray:
     """Sigmoid of the liver head on the embedding of slice ``z`` (encoded already)."""
-    return torch.sigmoid(model.liver_head(slices.embeddings[z][None]))[0, 0].float().cpu().numpy()
+    return torch.sigmoid(model.liver_head(slices.embedding(z)[None]))[0, 0].float().cpu().numpy()
 
 
 def _head_evidence(model: Any, slices: _Slices, zs: Sequence[int], out: np.ndarray | None) -> np.ndarray:
@@ -299,7 +306,7 @@ def _decode(model: Any, slices: _Slices, prompt: VolumePrompt, size: int, hw: tu
     logits = torch.zeros(depth, 1, size, size) if stride > 1 else None
     for i in range(0, len(zs), b):
         chunk = zs[i : i + b]
-        emb = torch.stack([slices.embeddings[z] for z in chunk])
+        emb = torch.stack([slices.embedding(z) for z in chunk])
         boxes = torch.as_tensor(np.stack([prompt.boxes[z] * scale for z in chunk]), dtype=torch.float32, device=emb.device)
         with autocast(slices.precision, slices.device):
             out = sam_decode(model.sam, emb, (size, size), boxes=boxes, multimask_output=False)
