@@ -182,6 +182,8 @@ def _lattice(z0: int, z1: int, stride: int) -> list[int]:
 
 def _fill_z(stack: np.ndarray, have: Sequence[int]) -> None:
     """Fill ``stack``'s slices strictly between consecutive ``have`` slices by linear interpolation in z (in place)."""
+    # By hand rather than scipy's interp1d: the same few lines serve NumPy maps and torch logits, in place,
+    # without copying the whole stack into a new array.
     have = sorted(have)
     for a, b in zip(have[:-1], have[1:]):
         for z in range(a + 1, b):
