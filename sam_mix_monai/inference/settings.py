@@ -150,7 +150,7 @@ class InferenceSettings(_Options):
         return cls(device=args.device, batch_size=args.batch_size, window=args.window, precision=args.precision,
                    fast=args.fast, largest_component=not args.no_lcc, progress=not args.no_progress,
                    prompt_mode=args.prompt_mode, encoder_backend=args.encoder_backend,
-                   z_step_mm=getattr(args, "z_step_mm", None))
+                   z_step_mm=args.z_step_mm)
 
     def torch_device(self) -> Any:
         """:attr:`device` as a ``torch.device``, checked to exist (plain ``cuda``: this rank's GPU under ``torchrun``).
