@@ -7,8 +7,8 @@
 2. every model x N x seed x fold is trained by ``sam-mix train`` (``experiments.jobs``; a finished run
    is reused);
 3. its ``last.pt`` segments each test CT of the fold through :class:`~sam_mix_monai.inference.Segmenter`
-   (the code of ``sam-mix infer``, in the model's own prompt mode; SAM-Mix also in ``slice`` mode as
-   the ablation row), scored by 3D Dice and HD95 against the manual (or TotalSegmentator) reference;
+   (the code of ``sam-mix infer``, in the model's own prompt mode; SAM-Mix also in ``slice`` mode, or
+   without the intensity gate, as ablation rows of the same checkpoints), scored by 3D Dice and HD95 against the manual (or TotalSegmentator) reference;
 4. the zero-shot rows: the packaged default model, and the oracle box (the reference's box on every
    slice, LiteMedSAM: an upper bound, never a result);
 5. ``<report>.json`` (every figure) and ``<report>.md`` (mean +- sd over seeds per case), with the CPU model.
@@ -55,6 +55,7 @@ class CrossModel(_Strict):
     set: dict[str, Any] = Field(default_factory=dict)
     n_labelled: list[int]
     slice_mode_row: bool = False
+    gate_ablation_row: bool = False
 
 
 class CrossPatientConfig(_Strict):
@@ -102,14 +103,20 @@ def _finished(run_dir: Path) -> bool:
     return (run_dir / "last.pt").is_file() and (run_dir / "metrics.json").is_file()
 
 
+#: Score mode -> row suffix: the model's own inference, the per-slice prompts, the volume mode without the gate.
+MODES = {"own": "", "slice": " (slice prompts)", "nogate": " (no intensity gate)"}
+
+
 def _score(checkpoint: Path | None, cases: dict[str, Any], names: Sequence[str], cache_dir: str,
-           prompt_mode: str | None = None) -> dict[str, Any]:
+           mode: str = "own") -> dict[str, Any]:
     from sam_mix_monai.experiments.real_cases import score_segmenter
     from sam_mix_monai.inference.segmenter import Segmenter
     from sam_mix_monai.networks.embedding_cache import attach_embedding_cache
 
-    seg = Segmenter(checkpoint, device="cpu", prompt_mode=prompt_mode)
+    seg = Segmenter(checkpoint, device="cpu", prompt_mode="slice" if mode == "slice" else None)
     sam_mix = seg.predictor.sam_mix if seg.predictor is not None else None
+    if mode == "nogate" and sam_mix is not None:
+        sam_mix.intensity_gate = False
     if sam_mix is not None:  # the frozen encoder's embeddings of the test CTs, shared by every model of the study
         attach_embedding_cache(sam_mix.sam, 4096, cache_dir, backend=f"infer:{seg.encoder_backend}")
     return {name: score_segmenter(seg, cases[name]) for name in names}
@@ -177,19 +184,25 @@ def _report(cfg: CrossPatientConfig, rows: list[dict[str, Any]], zero: dict[str,
 SCORES = "cross_patient_scores.json"
 
 
-def _score_job(cfg: CrossPatientConfig, job: TrainJob, model: CrossModel, tests: Sequence[str], cases: dict[str, Any]) -> Path:
-    """Train ``job`` unless it is finished, score its ``last.pt`` on ``tests``, write the scores into its run dir."""
+def _score_job(cfg: CrossPatientConfig, job: TrainJob, model: CrossModel, tests: Sequence[str], cases: dict[str, Any],
+               rescore: bool = False) -> Path:
+    """Train ``job`` unless it is finished, score its ``last.pt`` on ``tests``, write the scores into its run dir.
+
+    With ``rescore``, a finished job is scored again (after a change of the inference) and keeps its training
+    time; an unfinished one is left alone (nothing trains).
+    """
     out = job.run_dir / SCORES
-    if out.is_file():
+    old = json.loads(out.read_text(encoding="utf-8")) if out.is_file() else None
+    if (old is not None and not rescore) or (rescore and not _finished(job.run_dir)):
         return out
     t0 = time.perf_counter()
     if not _finished(job.run_dir):
         res = run_training_jobs([job], threads=cfg.threads, progress=False)[0]
         if res.status == "failed":
             raise RuntimeError(f"training {job.name} failed: see {res.log}")
-    train_seconds = time.perf_counter() - t0
-    modes = [None, "slice"] if model.slice_mode_row else [None]
-    scores = {mode or "own": _score(job.run_dir / "last.pt", cases, tests, cfg.embedding_cache_dir, mode) for mode in modes}
+    train_seconds = time.perf_counter() - t0 if old is None else float(old.get("train_seconds") or 0.0)
+    modes = ["own"] + ["slice"] * model.slice_mode_row + ["nogate"] * model.gate_ablation_row
+    scores = {mode: _score(job.run_dir / "last.pt", cases, tests, cfg.embedding_cache_dir, mode) for mode in modes}
     out.write_text(json.dumps({"train_seconds": round(train_seconds, 1), "scores": scores}, indent=1), encoding="utf-8")
     return out
 
@@ -202,18 +215,19 @@ def _collect(cfg: CrossPatientConfig, jobs: list[tuple[TrainJob, CrossModel, str
             continue
         rec = json.loads(path.read_text(encoding="utf-8"))
         for mode, scores in rec["scores"].items():
-            label = f"{model.label}-{n}" + (" (slice prompts)" if mode == "slice" else "")
+            label = f"{model.label}-{n}" + MODES.get(mode, f" ({mode})")
             rows.append({"row": label, "train": train, "seed": seed, "train_seconds": rec.get("train_seconds"),
                          "scores": scores})
     return rows
 
 
 def run_cross_patient(cfg: CrossPatientConfig, base: Path, only: Sequence[str] = (), zero_shot: bool = True,
-                      train: bool = True) -> dict[str, Any]:
+                      train: bool = True, rescore: bool = False) -> dict[str, Any]:
     """Train and score every job (labels matching ``only``, all without), then write the report of what is there.
 
     Each job's scores live in its run directory, so several processes (``--only``) can share a study;
-    the zero-shot rows are stored in ``<output_dir>/zero_shot.json``.
+    the zero-shot rows are stored in ``<output_dir>/zero_shot.json``. ``rescore`` scores the selected
+    finished jobs and the default model again (the oracle row does not depend on the inference).
     """
     from sam_mix_monai.experiments.real_cases import load_real_case, real_root
 
@@ -225,7 +239,7 @@ def run_cross_patient(cfg: CrossPatientConfig, base: Path, only: Sequence[str] =
     if cfg.zero_shot and zero_shot:
         from sam_mix_monai.networks.default_model import DEFAULT_MODEL
 
-        if DEFAULT_MODEL.is_file() and "default model (phantoms)" not in zero:
+        if DEFAULT_MODEL.is_file() and ("default model (phantoms)" not in zero or rescore):
             zero["default model (phantoms)"] = _score(None, cases, names, cfg.embedding_cache_dir)
         if "oracle box (upper bound)" not in zero:
             zero["oracle box (upper bound)"] = {n: _oracle(cases[n], cfg.embedding_cache_dir) for n in names}
@@ -236,7 +250,7 @@ def run_cross_patient(cfg: CrossPatientConfig, base: Path, only: Sequence[str] =
     if train:
         for job, model, fold, n, seed in jobs:
             if not only or any(job.name.startswith(o) for o in only):
-                _score_job(cfg, job, model, fold_tests[fold], cases)
+                _score_job(cfg, job, model, fold_tests[fold], cases, rescore)
     rows = _collect(cfg, jobs)
     record = {"name": cfg.name, "cpu": cpu_model(), "rows": rows, "zero_shot": zero}
     report = Path(cfg.report)
@@ -254,10 +268,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="only the jobs whose name starts with PREFIX (e.g. SAM-Mix-50); repeatable")
     p.add_argument("--no-zero-shot", action="store_true", help="skip (keep) the zero-shot rows")
     p.add_argument("--report-only", action="store_true", help="write the report of what is there, train nothing")
+    p.add_argument("--rescore", action="store_true",
+                   help="score the finished jobs again (after an inference change), keeping their training times; "
+                        "trains nothing")
     args = p.parse_args(argv)
     path = Path(args.config)
     cfg = CrossPatientConfig(**read_yaml_mapping(path, "cross-patient study config", "must be a mapping"))
-    run_cross_patient(cfg, path.parent, args.only, zero_shot=not args.no_zero_shot, train=not args.report_only)
+    run_cross_patient(cfg, path.parent, args.only, zero_shot=not args.no_zero_shot, train=not args.report_only,
+                      rescore=args.rescore)
     print(Path(cfg.report).with_suffix(".md").read_text(encoding="utf-8"))
     return 0
 

@@ -221,11 +221,13 @@ class VolumeSliceInferer(Inferer):
 
     def _volume_mode(self, inputs: torch.Tensor, predictor: SlicePredictor) -> MetaTensor:
         """A SAM-Mix in volume prompt mode (:func:`.volume_mode.segment_volume_prompt`)."""
+        from sam_mix_monai.inference.intensity_gate import IntensityGateSettings
         from sam_mix_monai.inference.volume_mode import segment_volume_prompt  # it builds on this module
 
+        gate = IntensityGateSettings(enabled=bool(getattr(predictor.sam_mix, "intensity_gate", True)))
         res = segment_volume_prompt(inputs, predictor.sam_mix, self, evidence=predictor.volume_evidence,
                                     precision=predictor.precision, probabilities=self.probabilities,
-                                    cls_threshold=predictor.cls_threshold, z_step_mm=self.z_step_mm)
+                                    cls_threshold=predictor.cls_threshold, z_step_mm=self.z_step_mm, gate=gate)
         affine = np.asarray(inputs.affine, dtype=np.float64) if isinstance(inputs, MetaTensor) else np.eye(4)
         return self._output(inputs, res.mask, affine, AxialGeometry(affine, res.mask.shape), liver_prob=res.liver_prob,
                             chosen_iou=res.chosen_iou, probabilities=res.probabilities, volume_prompt=res.prompt,

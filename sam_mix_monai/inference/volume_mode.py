@@ -9,8 +9,9 @@ CAM box. Here (:func:`segment_volume_prompt`):
    the SAM embedding, :mod:`sam_mix_monai.networks.liver_head`) the slices of the classifier's liver
    run grown by ``search_mm`` on each side, grown again while the head's liver touches an end of the
    encoded range; with ``cam`` evidence only the slices of the prompt's range;
-3. **3D prompt** from the evidence (:func:`.volume_prompt.volume_prompt`: longest run, 3D largest
-   component, smooth edges in mm, margin);
+3. **3D prompt** from the evidence, first gated by the scan's own liver intensity
+   (:func:`.intensity_gate.intensity_gate`: the HU of the strongest evidence), then
+   :func:`.volume_prompt.volume_prompt` (longest run, 3D largest component, smooth edges in mm, margin);
 4. **decoder** per slice of the range on the cached embeddings with that slice's box (LiteMedSAM's
    single-mask output, as its official box inference), the logits resized back to the slice.
 
@@ -34,12 +35,14 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from sam_mix_monai.inference.geometry import AxialGeometry
+from sam_mix_monai.inference.intensity_gate import IntensityGateSettings, intensity_gate
 from sam_mix_monai.inference.progress import SliceProgress
 from sam_mix_monai.inference.volume import VolumeSliceInferer, volume_array
 from sam_mix_monai.inference.volume_prompt import (
     VolumePrompt, VolumePromptSettings, evidence_threshold, volume_prompt, window_slices,
 )
 from sam_mix_monai.networks.decoding import sam_decode, sam_encode
+from sam_mix_monai.transforms.window import window_bounds
 from sam_mix_monai.utils.precision import autocast
 
 __all__ = ["EVIDENCE", "VolumeModeResult", "resolve_evidence", "segment_given_prompt", "segment_volume_prompt", "z_stride"]
@@ -110,6 +113,15 @@ class _Slices:
         self.model, self.inferer, self.arr, self.geo, self.size = model, inferer, arr, geo, size
         self.device, self.precision = device, precision
         self.embeddings: dict[int, torch.Tensor] = {}
+
+    def hu(self, z: int) -> np.ndarray:
+        """Slice ``z`` as the networks see it (windowed, at the training slice size), back in HU.
+
+        The intensity gate reads these pixels, not the original ones: the evidence covers exactly them, and a
+        volume put back together from a slice store (:mod:`.store_volumes`) then gates as its NIfTI does.
+        """
+        low, _ = window_bounds(self.inferer.window.center, self.inferer.window.width)
+        return low + self.images(z, z + 1)[0, 0].float().cpu().numpy() * np.float32(self.inferer.window.width)
 
     def images(self, z0: int, z1: int) -> torch.Tensor:
         """Network input ``(k, 1, S, S)`` of slices ``z0 .. z1 - 1``."""
@@ -213,6 +225,7 @@ def segment_volume_prompt(
     z_step_mm: float = 0.0,
     probabilities: bool = False,
     cls_threshold: float | None = None,
+    gate: IntensityGateSettings = IntensityGateSettings(),
 ) -> VolumeModeResult:
     """Segment a ``(1, X, Y, Z)`` HU volume with a SAM-Mix in volume prompt mode (module docstring).
 
@@ -229,6 +242,7 @@ def segment_volume_prompt(
         probabilities: also return the SAM's sigmoid on the input grid.
         cls_threshold: the classifier's liver-probability gate (``None``: the model's own): the liver
             slices of ``cam`` evidence, the search range of ``head`` evidence.
+        gate: the intensity gate on the evidence (:mod:`.intensity_gate`; ``enabled=False``: none).
 
     Returns:
         The :class:`VolumeModeResult`.
@@ -241,6 +255,11 @@ def segment_volume_prompt(
     stride = z_stride(z_step_mm, dz)
     spacing = (float(sy), float(sx), float(dz))  # rows run along y, columns along x
     grid = max(1, size // 4)  # the CAM's evidence grid (LiteMedSAM's embedding grid at 256)
+
+    def gated(ev: np.ndarray, zs: Sequence[int]) -> np.ndarray:
+        cell_ml = (big_h / ev.shape[1]) * spacing[0] * (big_w / ev.shape[2]) * spacing[1] * dz / 1000.0
+        return intensity_gate(ev, slices.hu, zs, cell_ml, evidence_threshold(ev, settings), gate)
+
     name = str(getattr(volume, "meta", {}).get("filename_or_obj") or "volume")
     cls_bar = SliceProgress(depth, inferer.progress, name)  # remaining time; a warning above 1000 slices
     bar = tqdm(total=depth, desc="encoder", unit="slice", leave=False, disable=not inferer.progress)
@@ -249,7 +268,8 @@ def segment_volume_prompt(
         if cls_threshold is None:
             cls_threshold = float(getattr(model, "cls_threshold", 0.5))
         if evidence == "cam":
-            prompt = volume_prompt(cams, prob >= cls_threshold, spacing, (big_h, big_w), settings)
+            liver = prob >= cls_threshold
+            prompt = volume_prompt(gated(cams, np.flatnonzero(liver)), liver, spacing, (big_h, big_w), settings)
         else:
             ev = None
             lo, hi = _search_range(prob, cls_threshold, dz, search_mm)
@@ -261,8 +281,9 @@ def segment_volume_prompt(
                 if stride > 1:
                     _fill_z(ev, slices.embeddings)
                 cell_mm2 = (big_h / ev.shape[1]) * spacing[0] * (big_w / ev.shape[2]) * spacing[1]
-                present = (ev >= evidence_threshold(ev, settings)).sum(axis=(1, 2)) * cell_mm2 >= MIN_AREA_MM2
-                prompt = volume_prompt(ev, present, spacing, (big_h, big_w), settings)
+                kept = gated(ev, range(lo, hi + 1))
+                present = (kept >= evidence_threshold(kept, settings)).sum(axis=(1, 2)) * cell_mm2 >= MIN_AREA_MM2
+                prompt = volume_prompt(kept, present, spacing, (big_h, big_w), settings)
                 grow_lo = not prompt.empty and prompt.z0 <= lo and lo > 0
                 grow_hi = not prompt.empty and prompt.z1 >= hi and hi < depth - 1
                 if not (grow_lo or grow_hi):

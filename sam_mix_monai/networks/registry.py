@@ -96,6 +96,8 @@ class ModelConfig(BaseModel):
             :mod:`sam_mix_monai.inference.volume_prompt`) or ``slice`` (the paper's per-slice CAM prompts).
         volume_evidence: the volume prompt's per-slice evidence: ``head`` (the liver head), ``cam``
             (the classifier's GradCAM) or ``auto`` (the head when the model has one).
+        intensity_gate: gate that evidence by the scan's own liver intensity before the 3D prompt
+            (:mod:`sam_mix_monai.inference.intensity_gate`; not in the paper).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -130,6 +132,7 @@ class ModelConfig(BaseModel):
     liver_head_width: int = Field(32, ge=4)
     prompt_mode: Literal["volume", "slice"] = "volume"
     volume_evidence: Literal["auto", "head", "cam"] = "auto"
+    intensity_gate: bool = True
 
     @field_validator("image_size")
     @classmethod
@@ -216,7 +219,8 @@ def _build_sam_mix(cfg: ModelConfig, load_pretrained: bool) -> nn.Module:
         cam_inside_body=cfg.cam_inside_body,
         liver_head=LiverHead(int(sam.prompt_encoder.embed_dim), cfg.liver_head_width) if cfg.liver_head else None,
     )
-    net.prompt_mode, net.volume_evidence = cfg.prompt_mode, cfg.volume_evidence  # whole-volume inference defaults
+    # whole-volume inference defaults
+    net.prompt_mode, net.volume_evidence, net.intensity_gate = cfg.prompt_mode, cfg.volume_evidence, cfg.intensity_gate
     return net
 
 

@@ -48,6 +48,40 @@ def test_report_gives_mean_and_sd_per_case_and_the_cpu():
     assert "| M-5 | a | 0.800 ± 0.100 |" in text and "0.970" in text and cpu_model() in text
 
 
+def test_rescore_scores_again_keeps_the_training_time_and_adds_the_gate_ablation_row(tmp_path, monkeypatch):
+    import json
+
+    from sam_mix_monai.experiments import cross_patient as cp
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "last.pt").write_bytes(b"trained")
+    (run / "metrics.json").write_text("{}")
+    (run / cp.SCORES).write_text(json.dumps({"train_seconds": 123.0, "scores": {"own": {"b": {"dice": 0.5}}}}))
+    calls: list[str] = []
+
+    def fake_score(checkpoint, cases, names, cache_dir, mode="own"):
+        calls.append(mode)
+        return {"b": {"dice": 0.9 if mode == "own" else 0.6}}
+
+    monkeypatch.setattr(cp, "_score", fake_score)
+    monkeypatch.setattr(cp, "run_training_jobs", lambda *a, **k: pytest.fail("a finished run is never trained again"))
+    model = cp.CrossModel(label="M", config="m.yaml", n_labelled=[5], gate_ablation_row=True)
+    cfg = CrossPatientConfig(name="x", folds=[{"train": "a", "test": ["b"]}], models=[model])
+    job = cp.TrainJob("M-5/a/seed0", tmp_path / "m.yaml", run, ())
+    cp._score_job(cfg, job, model, ["b"], {})
+    assert calls == []  # scored already: nothing to do
+    cp._score_job(cfg, job, model, ["b"], {}, rescore=True)
+    assert calls == ["own", "nogate"]
+    rec = json.loads((run / cp.SCORES).read_text())
+    assert rec["train_seconds"] == 123.0 and rec["scores"]["own"]["b"]["dice"] == 0.9
+    rows = cp._collect(cfg, [(job, model, "a", 5, 0)])
+    assert sorted(r["row"] for r in rows) == ["M-5", "M-5 (no intensity gate)"]
+    never = cp.TrainJob("M-5/a/seed1", tmp_path / "m.yaml", tmp_path / "never_trained", ())
+    cp._score_job(cfg, never, model, ["b"], {}, rescore=True)  # an unfinished run: rescoring trains nothing
+    assert calls == ["own", "nogate"] and not (tmp_path / "never_trained" / cp.SCORES).exists()
+
+
 def test_unknown_real_case_is_refused():
     with pytest.raises(InputError, match="unknown real case"):
         load_real_case("ircadb_99")

@@ -181,3 +181,52 @@ def test_z_step_runs_every_second_slice_and_interpolates_the_rest(monkeypatch):
     dice = 2 * (a & b).sum() / max(1, a.sum() + b.sum())
     print(f"stride-2 mask against every slice: Dice {dice:.4f}, {n_half} of {n_full} slices encoded")
     assert a.sum() > 0 and dice >= 0.9
+
+
+def _muscle_and_liver(depth: int = 24) -> MetaTensor:
+    vol = torch.full((1, 48, 48, depth), -1000.0)
+    vol[0, 8:40, 8:40, :] = 40.0  # a body of muscle on every slice
+    vol[0, 14:30, 12:28, 6:18] = 120.0  # the liver on slices 6-17
+    return MetaTensor(vol, affine=torch.diag(torch.tensor([1.5, 1.5, 2.5, 1.0], dtype=torch.float64)))
+
+
+def test_intensity_gate_keeps_the_prompt_on_the_liver_where_weak_evidence_covers_the_body(monkeypatch):
+    import torch.nn.functional as F
+
+    import sam_mix_monai.inference.volume_mode as vm
+    from sam_mix_monai.inference.intensity_gate import IntensityGateSettings
+
+    def head_map(model, slices, z):  # a head trained elsewhere: strong on the liver, weak on all other tissue
+        hu = torch.from_numpy(slices.hu(z).astype(np.float32))[None, None]
+        bright = F.adaptive_avg_pool2d((hu > 100).float(), 16)[0, 0].numpy() >= 0.5
+        body = F.adaptive_avg_pool2d((hu > 0).float(), 16)[0, 0].numpy() >= 0.5
+        return np.where(bright, 0.9, np.where(body, 0.35, 0.0)).astype(np.float32)
+
+    monkeypatch.setattr(vm, "_head_map", head_map)
+    net, vol = _model(), _muscle_and_liver()
+    inferer = VolumeSliceInferer(image_size=SIZE, batch_size=8)
+    toy = IntensityGateSettings(core_ml=5.0)  # the toy liver holds 17 mL (a real one 1-2 L, the default core 100 mL)
+    gated = segment_volume_prompt(vol, net, inferer, evidence="head", cls_threshold=0.0, gate=toy)
+    raw = segment_volume_prompt(vol, net, inferer, evidence="head", cls_threshold=0.0,
+                                gate=IntensityGateSettings(enabled=False))
+    assert (raw.prompt.z0, raw.prompt.z1) == (0, 23)  # the weak evidence on the muscle spans the volume
+    assert (gated.prompt.z0, gated.prompt.z1) == (6, 17)
+    width = lambda p, z: p.boxes[z][2] - p.boxes[z][0]  # noqa: E731
+    assert width(gated.prompt, 10) < width(raw.prompt, 10)  # the box holds to the liver, not the body
+
+
+def test_the_models_intensity_gate_switch_reaches_the_volume_mode(monkeypatch):
+    import sam_mix_monai.inference.volume_mode as vm
+
+    seen = []
+    real = vm.segment_volume_prompt
+    monkeypatch.setattr(vm, "segment_volume_prompt", lambda *a, **k: seen.append(k["gate"].enabled) or real(*a, **k))
+    net = _model()
+    net.liver_head = _BoxEvidence()
+    assert net.intensity_gate is True  # the default of every SAM-Mix config
+    VolumeSliceInferer(image_size=SIZE, batch_size=8)(_volume(), net)
+    off = build_model(ModelConfig(name="sam_mix", size="compact", image_size=SIZE, liver_head=True, intensity_gate=False),
+                      load_pretrained=False).eval()
+    off.liver_head = _BoxEvidence()
+    VolumeSliceInferer(image_size=SIZE, batch_size=8)(_volume(), off)
+    assert seen == [True, False]
