@@ -103,8 +103,8 @@ def _finished(run_dir: Path) -> bool:
     return (run_dir / "last.pt").is_file() and (run_dir / "metrics.json").is_file()
 
 
-#: Score mode -> row suffix: the model's own inference, the per-slice prompts, the volume mode without the gate.
-MODES = {"own": "", "slice": " (slice prompts)", "nogate": " (no intensity gate)"}
+#: Score mode -> row suffix: the model's own inference, the per-slice prompts, the volume mode without the intensity gate and filter.
+MODES = {"own": "", "slice": " (slice prompts)", "nogate": " (no intensity gate or filter)"}
 
 
 def _score(checkpoint: Path | None, cases: dict[str, Any], names: Sequence[str], cache_dir: str,
@@ -116,7 +116,7 @@ def _score(checkpoint: Path | None, cases: dict[str, Any], names: Sequence[str],
     seg = Segmenter(checkpoint, device="cpu", prompt_mode="slice" if mode == "slice" else None)
     sam_mix = seg.predictor.sam_mix if seg.predictor is not None else None
     if mode == "nogate" and sam_mix is not None:
-        sam_mix.intensity_gate = False
+        sam_mix.intensity_gate = sam_mix.intensity_filter = False
     if sam_mix is not None:  # the frozen encoder's embeddings of the test CTs, shared by every model of the study
         attach_embedding_cache(sam_mix.sam, 4096, cache_dir, backend=f"infer:{seg.encoder_backend}")
     return {name: score_segmenter(seg, cases[name]) for name in names}

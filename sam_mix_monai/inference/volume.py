@@ -221,13 +221,16 @@ class VolumeSliceInferer(Inferer):
 
     def _volume_mode(self, inputs: torch.Tensor, predictor: SlicePredictor) -> MetaTensor:
         """A SAM-Mix in volume prompt mode (:func:`.volume_mode.segment_volume_prompt`)."""
+        from sam_mix_monai.inference.intensity_filter import IntensityFilterSettings
         from sam_mix_monai.inference.intensity_gate import IntensityGateSettings
         from sam_mix_monai.inference.volume_mode import segment_volume_prompt  # it builds on this module
 
         gate = IntensityGateSettings(enabled=bool(getattr(predictor.sam_mix, "intensity_gate", True)))
+        mask_filter = IntensityFilterSettings(enabled=bool(getattr(predictor.sam_mix, "intensity_filter", True)))
         res = segment_volume_prompt(inputs, predictor.sam_mix, self, evidence=predictor.volume_evidence,
                                     precision=predictor.precision, probabilities=self.probabilities,
-                                    cls_threshold=predictor.cls_threshold, z_step_mm=self.z_step_mm, gate=gate)
+                                    cls_threshold=predictor.cls_threshold, z_step_mm=self.z_step_mm, gate=gate,
+                                    mask_filter=mask_filter)
         affine = np.asarray(inputs.affine, dtype=np.float64) if isinstance(inputs, MetaTensor) else np.eye(4)
         return self._output(inputs, res.mask, affine, AxialGeometry(affine, res.mask.shape), liver_prob=res.liver_prob,
                             chosen_iou=res.chosen_iou, probabilities=res.probabilities, volume_prompt=res.prompt,

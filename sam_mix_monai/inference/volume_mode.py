@@ -13,7 +13,9 @@ CAM box. Here (:func:`segment_volume_prompt`):
    (:func:`.intensity_gate.intensity_gate`: the HU of the strongest evidence), then
    :func:`.volume_prompt.volume_prompt` (longest run, 3D largest component, smooth edges in mm, margin);
 4. **decoder** per slice of the range on the cached embeddings with that slice's box (LiteMedSAM's
-   single-mask output, as its official box inference), the logits resized back to the slice.
+   single-mask output, as its official box inference), the logits resized back to the slice;
+5. **intensity filter** on the masks (:func:`.intensity_filter.intensity_filter`: the masked pixels
+   outside the HU window of the whole mask are taken out, enclosed holes kept).
 
 With ``z_step_mm`` (``sam-mix infer --fast`` on thin slices) steps 2 to 4 run only on every ``k``-th
 slice (``k`` the most whole slices within ``z_step_mm``), plus the ends of each range: the head
@@ -35,6 +37,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from sam_mix_monai.inference.geometry import AxialGeometry
+from sam_mix_monai.inference.intensity_filter import IntensityFilterSettings, intensity_filter
 from sam_mix_monai.inference.intensity_gate import IntensityGateSettings, intensity_gate
 from sam_mix_monai.inference.progress import SliceProgress
 from sam_mix_monai.inference.volume import VolumeSliceInferer, volume_array
@@ -62,7 +65,8 @@ class VolumeModeResult:
 
     Attributes:
         mask: ``(X, Y, Z)`` ``uint8``.
-        probabilities: ``(X, Y, Z)`` ``float16`` sigmoid of the SAM logits (0 outside the range), or ``None``.
+        probabilities: ``(X, Y, Z)`` ``float16`` sigmoid of the SAM logits (0 outside the range and where the
+            intensity filter took a pixel out), or ``None``.
         liver_prob: per canonical slice classifier probability.
         chosen_iou: per canonical slice SAM's predicted IoU (NaN outside the prompted range).
         prompt: the 3D prompt (boxes in slice pixels of the canonical slices).
@@ -232,6 +236,7 @@ def segment_volume_prompt(
     probabilities: bool = False,
     cls_threshold: float | None = None,
     gate: IntensityGateSettings = IntensityGateSettings(),
+    mask_filter: IntensityFilterSettings = IntensityFilterSettings(),
 ) -> VolumeModeResult:
     """Segment a ``(1, X, Y, Z)`` HU volume with a SAM-Mix in volume prompt mode (module docstring).
 
@@ -249,6 +254,7 @@ def segment_volume_prompt(
         cls_threshold: the classifier's liver-probability gate (``None``: the model's own): the liver
             slices of ``cam`` evidence, the search range of ``head`` evidence.
         gate: the intensity gate on the evidence (:mod:`.intensity_gate`; ``enabled=False``: none).
+        mask_filter: the intensity filter on SAM's masks (:mod:`.intensity_filter`; ``enabled=False``: none).
 
     Returns:
         The :class:`VolumeModeResult`.
@@ -296,6 +302,10 @@ def segment_volume_prompt(
                     break
                 lo, hi = (max(0, lo - step) if grow_lo else lo), (min(depth - 1, hi + step) if grow_hi else hi)
         masks, probs, iou = _decode(model, slices, prompt, size, (big_h, big_w), inferer, probabilities, bar, stride)
+        filtered, _ = intensity_filter(masks, lambda z: geo.read_slab(slices.arr, z, z + 1)[0], spacing[:2], mask_filter)
+        if probs is not None:  # the pixels the filter took out are not liver: probability 0
+            probs[(masks > 0) & (filtered == 0)] = 0
+        masks = filtered
     finally:
         cls_bar.close()
         bar.close()

@@ -98,6 +98,8 @@ class ModelConfig(BaseModel):
             (the classifier's GradCAM) or ``auto`` (the head when the model has one).
         intensity_gate: gate that evidence by the scan's own liver intensity before the 3D prompt
             (:mod:`sam_mix_monai.inference.intensity_gate`; not in the paper).
+        intensity_filter: take SAM's masked pixels outside the scan's liver intensity out of the volume
+            mode's masks (:mod:`sam_mix_monai.inference.intensity_filter`; not in the paper).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -133,6 +135,7 @@ class ModelConfig(BaseModel):
     prompt_mode: Literal["volume", "slice"] = "volume"
     volume_evidence: Literal["auto", "head", "cam"] = "auto"
     intensity_gate: bool = True
+    intensity_filter: bool = True
 
     @field_validator("image_size")
     @classmethod
@@ -221,6 +224,7 @@ def _build_sam_mix(cfg: ModelConfig, load_pretrained: bool) -> nn.Module:
     )
     # whole-volume inference defaults
     net.prompt_mode, net.volume_evidence, net.intensity_gate = cfg.prompt_mode, cfg.volume_evidence, cfg.intensity_gate
+    net.intensity_filter = cfg.intensity_filter
     return net
 
 

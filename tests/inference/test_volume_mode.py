@@ -230,3 +230,21 @@ def test_the_models_intensity_gate_switch_reaches_the_volume_mode(monkeypatch):
     off.liver_head = _BoxEvidence()
     VolumeSliceInferer(image_size=SIZE, batch_size=8)(_volume(), off)
     assert seen == [True, False]
+
+
+def test_the_models_intensity_filter_switch_reaches_the_volume_mode(monkeypatch):
+    import sam_mix_monai.inference.volume_mode as vm
+
+    seen = []
+    real = vm.segment_volume_prompt
+    monkeypatch.setattr(vm, "segment_volume_prompt",
+                        lambda *a, **k: seen.append(k["mask_filter"].enabled) or real(*a, **k))
+    net = _model()
+    net.liver_head = _BoxEvidence()
+    assert net.intensity_filter is True  # the default of every SAM-Mix config
+    VolumeSliceInferer(image_size=SIZE, batch_size=8)(_volume(), net)
+    off = build_model(ModelConfig(name="sam_mix", size="compact", image_size=SIZE, liver_head=True,
+                                  intensity_filter=False), load_pretrained=False).eval()
+    off.liver_head = _BoxEvidence()
+    VolumeSliceInferer(image_size=SIZE, batch_size=8)(_volume(), off)
+    assert seen == [True, False]
