@@ -10,12 +10,13 @@ most of a usable mask is liver, so the mask's own pixels give the scan's liver i
    ``median +- max(min_hu, sd_factor x SD)`` (the constants of :mod:`.intensity_gate`);
 2. **filter**, slice by slice: keep the masked pixels inside the window, fill the holes of what is
    kept (a hypodense tumour or a vessel enclosed by liver stays in the mask) within the original mask,
-   then a binary opening of ``opening_mm`` cuts the thin bridges left to the tissue taken out.
+   then a binary opening of ``opening_mm`` cuts the thin bridges left to the tissue taken out;
+3. **component**: the largest face-connected 3D component of what is kept. The infer path's own
+   clean-up keeps the largest 26-connected one, through which a leak cut off in-plane can stay
+   attached by a corner to the next slice (measured: 3D Dice 0.904 against 0.940 on one study model).
 
-Tissue of liver-like intensity (spleen, heart) is not touched, nor is a tumour that reaches the liver's
-edge and is not enclosed by it: that is the filter's known cost. The 3D largest component that
-follows (:func:`sam_mix_monai.transforms.components.keep_largest_component`, in the infer path) removes what is
-left apart.
+Tissue of liver-like intensity (spleen, heart) is not touched, and a hypodense tumour that reaches the
+liver's edge, not enclosed by it, is taken out with the leaks: that is the filter's known cost.
 
 Example:
     >>> import numpy as np
@@ -36,6 +37,7 @@ import numpy as np
 from scipy import ndimage
 
 from sam_mix_monai.inference.intensity_gate import LiverIntensity
+from sam_mix_monai.transforms.components import foreground_box
 
 __all__ = ["IntensityFilterSettings", "intensity_filter", "mask_intensity"]
 
@@ -87,7 +89,7 @@ def intensity_filter(
     pixel_mm: tuple[float, float],
     settings: IntensityFilterSettings = IntensityFilterSettings(),
 ) -> tuple[np.ndarray, LiverIntensity | None]:
-    """A copy of ``masks`` without the masked pixels outside the scan's liver intensity (steps 1-2).
+    """A copy of ``masks`` without the masked pixels outside the scan's liver intensity (steps 1-3).
 
     Args:
         masks: ``(D, H, W)`` masks of the canonical slices.
@@ -111,4 +113,12 @@ def intensity_filter(
         if steps > 0:
             kept = ndimage.binary_opening(kept, iterations=steps)
         out[z] = kept.astype(out.dtype)
+    box = foreground_box(out)
+    if box is not None:
+        crop = out[box]  # a view: edits land in ``out``
+        # scipy's default structure is face connectivity; MONAI's KeepLargestConnectedComponent (connectivity=1)
+        # would do the same but needs scikit-image, not a dependency of this package
+        labels, n = ndimage.label(crop > 0)
+        if n > 1:
+            crop[labels != 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))] = 0
     return out, window

@@ -86,3 +86,14 @@ def test_the_opening_follows_the_pixel_size():
     coarse, _ = intensity_filter(masks, lambda z: hu[z], (3.0, 3.0))  # 1.5 mm = half a pixel: no opening
     assert not fine[:, 44:46, 55:80].any()
     assert coarse[:, 44:46, 55:80].all()
+
+
+def test_a_leak_that_touches_the_liver_only_by_a_corner_is_dropped():
+    hu = np.full((12, H, W), 120.0, np.float32)  # everything at liver HU: only the component step acts
+    masks = np.zeros(hu.shape, np.uint8)
+    masks[:] = _liver()
+    masks[6, 60:75, 40:75] = 1  # slice 6: the liver reaches (74, 74) ...
+    masks[:6, 75:85, 75:85] = 1  # ... and a spleen-like leak on slices 0-5 starts at (75, 75): a corner apart
+    out, _ = intensity_filter(masks, lambda z: hu[z], (3.0, 3.0))  # 3 mm pixels: no opening
+    assert not out[:6, 75:85, 75:85].any()  # face connectivity: the leak is a component of its own, dropped
+    assert np.array_equal(out[6:], masks[6:]) and out[:, 20:70, 10:50].all()  # the liver stays whole
