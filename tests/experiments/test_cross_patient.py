@@ -76,7 +76,7 @@ def test_rescore_scores_again_keeps_the_training_time_and_adds_the_gate_ablation
     rec = json.loads((run / cp.SCORES).read_text())
     assert rec["train_seconds"] == 123.0 and rec["scores"]["own"]["b"]["dice"] == 0.9
     rows = cp._collect(cfg, [(job, model, "a", 5, 0)])
-    assert sorted(r["row"] for r in rows) == ["M-5", "M-5 (no intensity gate)"]
+    assert sorted(r["row"] for r in rows) == ["M-5", "M-5 (no intensity gate or filter)"]
     never = cp.TrainJob("M-5/a/seed1", tmp_path / "m.yaml", tmp_path / "never_trained", ())
     cp._score_job(cfg, never, model, ["b"], {}, rescore=True)  # an unfinished run: rescoring trains nothing
     assert calls == ["own", "nogate"] and not (tmp_path / "never_trained" / cp.SCORES).exists()
