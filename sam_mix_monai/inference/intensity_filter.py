@@ -76,11 +76,7 @@ def mask_intensity(masks: np.ndarray, read_slice: Callable[[int], np.ndarray],
               for z in np.flatnonzero(masks.reshape(masks.shape[0], -1).any(axis=1))]
     if not pixels:
         return None
-    px = np.concatenate(pixels)
-    median = float(np.median(px))
-    sd = float(np.median(np.abs(px - median)) * 1.4826)
-    half = max(float(settings.min_hu), float(settings.sd_factor) * sd)
-    return LiverIntensity(median, sd, median - half, median + half)
+    return LiverIntensity.of(np.concatenate(pixels), settings.sd_factor, settings.min_hu)
 
 
 def intensity_filter(

@@ -74,6 +74,15 @@ class LiverIntensity:
     low: float
     high: float
 
+    @classmethod
+    def of(cls, pixels: np.ndarray, sd_factor: float, min_hu: float) -> "LiverIntensity":
+        """The window ``median +- max(min_hu, sd_factor x SD)`` of HU ``pixels`` (SD = 1.4826 x MAD)."""
+        px = np.asarray(pixels, dtype=np.float32).ravel()
+        median = float(np.median(px))
+        sd = float(np.median(np.abs(px - median)) * 1.4826)
+        half = max(float(min_hu), float(sd_factor) * sd)
+        return cls(median, sd, median - half, median + half)
+
 
 def core_intensity(
     evidence: np.ndarray,
@@ -111,11 +120,7 @@ def core_intensity(
     for i in np.flatnonzero(core.any(axis=(1, 2))):
         img = np.asarray(read_slice(zs[i]), dtype=np.float32)
         pixels.append(img[_cells_to_pixels(core[i], img.shape)])
-    px = np.concatenate(pixels)
-    median = float(np.median(px))
-    sd = float(np.median(np.abs(px - median)) * 1.4826)
-    half = max(float(settings.min_hu), float(settings.sd_factor) * sd)
-    return LiverIntensity(median, sd, median - half, median + half)
+    return LiverIntensity.of(np.concatenate(pixels), settings.sd_factor, settings.min_hu)
 
 
 def intensity_gate(
