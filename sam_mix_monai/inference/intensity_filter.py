@@ -15,7 +15,7 @@ most of a usable mask is liver, so the mask's own pixels give the scan's liver i
    clean-up keeps the largest 26-connected one, through which a leak cut off in-plane can stay
    attached by a corner to the next slice (measured: 3D Dice 0.904 against 0.940 on one study model).
 
-Tissue of liver-like intensity (spleen, heart) is not touched, and a hypodense tumour that reaches the
+Tissue of liver-like intensity (the spleen, for one) is not touched, and a hypodense tumour that reaches the
 liver's edge, not enclosed by it, is taken out with the leaks: that is the filter's known cost.
 
 Example:
@@ -47,8 +47,10 @@ class IntensityFilterSettings:
     """The filter's constants (module docstring).
 
     ``sd_factor`` and ``min_hu`` are the intensity gate's (:class:`.intensity_gate.IntensityGateSettings`);
-    ``opening_mm`` is about two pixels of a 0.75 mm CT. All were set on 3D-IRCADb patient 7 with models
-    trained on patient 17 and checked on patient 17 (the study's test cases: see ``docs/training.md``).
+    ``opening_mm`` is about two pixels of a 0.75 mm CT. The steps and ``opening_mm`` were chosen on the
+    cross-patient study's test cases (3D-IRCADb patient 7 with models trained on patient 17, checked on
+    patient 17; there is no third patient to tune on), so the study's gain there is not an unbiased
+    estimate (``docs/inference.md``).
 
     Attributes:
         enabled: apply the filter.
